@@ -1,0 +1,28 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs lint + tests.
+# Both create ./.venv on first use. TORCH pins the wheel installed first so that pip does not
+# pull a multi-GB CUDA build on CPU machines; override it for GPU machines (make TORCH=torch).
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/wsrl-wm demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check wsrl_wm models tests experiments
+
+test: lint
+	WANDB_MODE=disabled $(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)

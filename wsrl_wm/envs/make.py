@@ -1,0 +1,47 @@
+"""Build gymnasium MuJoCo v5 environments, with D4RL's observation size where it differs."""
+
+import gymnasium as gym
+import numpy as np
+
+from wsrl_wm.envs.registry import resolve_env
+
+# D4RL's ant (gym Ant-v2/v3) observes the external contact forces of all 14 bodies, the world
+# body included (always zero); Ant-v5 drops the world body, so it has 6 fewer dimensions.
+ANT_JOINT_DIMS = 27
+WORLD_BODY_FORCE_DIMS = 6
+
+
+class D4RLAntObservation(gym.ObservationWrapper):
+    """Re-insert the world body's (zero) contact forces so Ant-v5 matches D4RL's 111-dim layout."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        size = env.observation_space.shape[0] + WORLD_BODY_FORCE_DIMS
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float64)
+
+    def observation(self, observation):
+        zeros = np.zeros(WORLD_BODY_FORCE_DIMS, dtype=observation.dtype)
+        return np.concatenate(
+            [observation[:ANT_JOINT_DIMS], zeros, observation[ANT_JOINT_DIMS:]]
+        )
+
+
+def make_env(name: str, seed: int | None = None) -> gym.Env:
+    """A gymnasium env for a D4RL name or gymnasium id, seeded if `seed` is given."""
+    spec = resolve_env(name)
+    env = gym.make(spec.gym_id, **spec.kwargs)
+    if spec.d4rl_layout and spec.family == "ant":
+        env = D4RLAntObservation(env)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def env_dims(name: str) -> tuple[int, int]:
+    """(observation size, action size) of the env behind `name`."""
+    env = make_env(name)
+    try:
+        return env.observation_space.shape[0], env.action_space.shape[0]
+    finally:
+        env.close()
