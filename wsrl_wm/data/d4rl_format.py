@@ -33,7 +33,9 @@ def read_d4rl_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
             raw = {k: f[k][()] for k in keys}
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
     except OSError as exc:
-        raise WsrlError(f"{path}: cannot read as hdf5 ({exc}); the file is corrupt or truncated")
+        raise WsrlError(
+            f"{path}: cannot read as hdf5 ({exc}); the file is corrupt or truncated"
+        ) from None
     return raw, attrs
 
 

@@ -1,0 +1,53 @@
+"""Tanh-squashed Gaussian policy, the SAC/CQL actor."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _mlp(in_features: int, hidden: tuple[int, ...], out_features: int, layer_norm: bool):
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(in_features, size), *([nn.LayerNorm(size)] if layer_norm else []),
+                   nn.ReLU()]
+        in_features = size
+    return nn.Sequential(*layers, nn.Linear(in_features, out_features))
+
+
+class TanhGaussianActor(nn.Module):
+    """a = tanh(μ(s) + σ(s)·ε).
+
+    The log-density is computed in closed form (Gaussian log-density minus the tanh Jacobian,
+    written with softplus for stability) instead of through torch.distributions, which is both
+    faster and exact. `state_dependent_std=False` learns one log-std vector (used for antmaze).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256),
+                 layer_norm: bool = False, state_dependent_std: bool = True,
+                 log_std_min: float = -20.0, log_std_max: float = 2.0):
+        super().__init__()
+        self.state_dependent_std = state_dependent_std
+        self.net = _mlp(obs_dim, hidden, act_dim * (2 if state_dependent_std else 1), layer_norm)
+        self.log_std = None if state_dependent_std else nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(obs)
+        if self.state_dependent_std:
+            mean, log_std = out.chunk(2, dim=-1)
+        else:
+            mean, log_std = out, self.log_std.expand_as(out)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(action in [-1, 1], log π(action | obs)); deterministic = tanh of the mean."""
+        mean, log_std = self.distribution_params(obs)
+        noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
+        pre_tanh = mean + log_std.exp() * noise
+        gaussian_log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        # log(1 - tanh(u)^2) = 2·(log 2 - u - softplus(-2u))
+        log_det = (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
+        return torch.tanh(pre_tanh), gaussian_log_prob - log_det

@@ -1,0 +1,64 @@
+"""Batched ensembles: E independent members computed with one matmul per layer."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers with weights [E, in, out].
+
+    Input [B, in] (shared by all members) or [E, B, in] (one batch per member) → [E, B, out].
+    Each member is initialised like nn.Linear, so an ensemble of one behaves like nn.Linear.
+    """
+
+    def __init__(self, num_members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.matmul(x, self.weight) + self.bias
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over features with a separate affine transform per member."""
+
+    def __init__(self, num_members: int, features: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_members, 1, features))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, features))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+
+
+class EnsembleMLP(nn.Module):
+    """Hidden layers of EnsembleLinear [→ EnsembleLayerNorm] → activation, then a linear head."""
+
+    def __init__(self, num_members: int, in_features: int, hidden: tuple[int, ...],
+                 out_features: int, layer_norm: bool = False,
+                 activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers.append(EnsembleLinear(num_members, width, size))
+            if layer_norm:
+                layers.append(EnsembleLayerNorm(num_members, size))
+            layers.append(activation())
+            width = size
+        layers.append(EnsembleLinear(num_members, width, out_features))
+        self.net = nn.Sequential(*layers)
+        self.num_members = num_members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

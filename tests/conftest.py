@@ -1,0 +1,63 @@
+"""Shared helpers: write hand-made D4RL-format hdf5 files with plain h5py (no library code)."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+OBS_DIM = 11  # Hopper-v5
+ACT_DIM = 3
+
+
+def write_d4rl_hdf5(path, arrays: dict, attrs: dict | None = None) -> Path:
+    """Write `arrays` as top-level datasets of a new hdf5 file (the D4RL layout)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=np.asarray(value))
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    return path
+
+
+def build_raw(episodes, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, rewards=None) -> dict:
+    """Raw D4RL arrays for `episodes`, a list of (length, end) with end one of
+    "terminal", "timeout", "both" (terminal and timeout on the same row) or "cut" (no flag).
+
+    Values are distinctive so mistakes are visible: observations[i, k] = i + k / 100,
+    actions[i, k] = -(i + k / 100), rewards[i] = 0.5 + i / 4 unless `rewards` is given.
+    """
+    n = sum(length for length, _ in episodes)
+    rows = np.arange(n, dtype=np.float32)[:, None]
+    obs = rows + np.arange(obs_dim, dtype=np.float32)[None, :] / 100
+    act = -(rows + np.arange(act_dim, dtype=np.float32)[None, :] / 100)
+    rew = (0.5 + np.arange(n) / 4) if rewards is None else rewards
+    terminals = np.zeros(n, dtype=bool)
+    timeouts = np.zeros(n, dtype=bool)
+    start = 0
+    for length, end in episodes:
+        last = start + length - 1
+        if end in ("terminal", "both"):
+            terminals[last] = True
+        if end in ("timeout", "both"):
+            timeouts[last] = True
+        start += length
+    return {
+        "observations": obs.astype(np.float32),
+        "actions": act.astype(np.float32),
+        "rewards": np.asarray(rew, dtype=np.float32),
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
+
+
+@pytest.fixture
+def d4rl_file(tmp_path):
+    """`d4rl_file(arrays, name="data.hdf5", attrs=None)` → path of a freshly written file."""
+
+    def make(arrays: dict, name: str = "data.hdf5", attrs: dict | None = None) -> Path:
+        return write_d4rl_hdf5(tmp_path / name, arrays, attrs)
+
+    return make

@@ -1,0 +1,5 @@
+"""RL agents: losses and update steps on plain tensors (no Lightning, no env)."""
+
+from wsrl_wm.agents.sac import SAC, SACConfig
+
+__all__ = ["SAC", "SACConfig"]

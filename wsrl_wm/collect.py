@@ -1,0 +1,176 @@
+"""The project's own dataset collector: D4RL-format files from gymnasium MuJoCo v5 envs.
+
+random        uniform actions;
+medium        a SAC policy trained until its evaluation reaches `target_score` (D4RL's medium is
+              about a third of expert), then rolled out with its stochastic actions;
+medium-replay that policy's whole training buffer;
+expert        the same policy trained further, to `expert_score`, then rolled out.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsrl_wm.agents import SAC, SACConfig
+from wsrl_wm.data import ReplayBuffer, write_d4rl_file
+from wsrl_wm.envs import make_env, normalized_score
+from wsrl_wm.errors import WsrlError
+
+QUALITIES = ("random", "medium", "medium-replay", "expert")
+
+
+@dataclass
+class TrainingBudget:
+    """How the behaviour policy is trained; the defaults stay cheap enough for a laptop."""
+
+    target_score: float = 33.0
+    expert_score: float = 90.0
+    max_train_steps: int = 300_000
+    random_steps: int = 5_000
+    eval_interval: int = 5_000
+    eval_episodes: int = 5
+    batch_size: int = 256
+
+
+class EpisodeRecorder:
+    """Steps an env with a given policy and records D4RL rows (terminal ≠ timeout)."""
+
+    def __init__(self, env, seed: int):
+        self.env = env
+        self.obs, _ = env.reset(seed=seed)
+        self.rows: dict[str, list] = {k: [] for k in (
+            "observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+        self.episode_return = 0.0
+        self.returns: list[float] = []
+
+    def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        row = {"observations": self.obs, "actions": action, "rewards": reward,
+               "next_observations": next_obs, "terminals": terminated, "timeouts": truncated}
+        for key, value in row.items():
+            self.rows[key].append(value)
+        self.episode_return += reward
+        self.obs = next_obs
+        if terminated or truncated:
+            self.returns.append(self.episode_return)
+            self.episode_return = 0.0
+            self.obs, _ = self.env.reset()
+        return row
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Rows as D4RL arrays; an episode cut by the step budget ends as a timeout."""
+        out = {k: np.asarray(v, dtype=np.float32) for k, v in self.rows.items()}
+        out["terminals"] = out["terminals"].astype(bool)
+        out["timeouts"] = out["timeouts"].astype(bool)
+        if len(out["timeouts"]) and not out["terminals"][-1]:
+            out["timeouts"][-1] = True
+        return out
+
+
+def evaluate(agent: SAC, env_name: str, episodes: int, seed: int) -> float:
+    """Mean normalised score of deterministic episodes on a separate env instance."""
+    env = make_env(env_name)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            action = agent.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action.numpy())
+            total += reward
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(normalized_score(env_name, np.mean(returns)))
+
+
+class BehaviourTrainer:
+    """Online SAC on one env whose training can be continued (medium → expert); every
+    transition it sees is recorded, which is exactly the medium-replay dataset."""
+
+    def __init__(self, env_name: str, budget: TrainingBudget, seed: int):
+        self.env_name, self.budget, self.seed = env_name, budget, seed
+        env = make_env(env_name, seed)
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        config = SACConfig(num_critics=2, layer_norm=False, backup_entropy=True)
+        self.agent = SAC(obs_dim, act_dim, config)
+        self.optimizers = self.agent.make_optimizers()
+        self.buffer = ReplayBuffer.for_transitions(budget.max_train_steps, obs_dim, act_dim)
+        self.recorder = EpisodeRecorder(env, seed)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def train_until(self, target: float) -> float:
+        """Train until the evaluation score reaches `target` or the step budget runs out."""
+        budget, buffer, score = self.budget, self.buffer, -np.inf
+        progress = tqdm(total=budget.max_train_steps, initial=len(buffer),
+                        desc=f"train SAC to score {target:g}", unit="step")
+        while len(buffer) < budget.max_train_steps:
+            step = len(buffer)
+            if step < budget.random_steps:
+                action = self.recorder.env.action_space.sample()
+            else:
+                obs = torch.as_tensor(self.recorder.obs, dtype=torch.float32)
+                action = self.agent.act(obs).numpy()
+            row = self.recorder.step(action)
+            buffer.add({k: torch.as_tensor(np.asarray(row[k]))[None] for k in buffer.storage})
+            progress.update(1)
+            if step < budget.random_steps:
+                continue
+            self.agent.update(buffer.sample(budget.batch_size, self.generator), self.optimizers)
+            if (step + 1) % budget.eval_interval == 0:
+                score = evaluate(self.agent, self.env_name, budget.eval_episodes, self.seed + 10**4)
+                progress.set_postfix(score=f"{score:.1f}")
+                if score >= target:
+                    break
+        progress.close()
+        return score
+
+
+def rollout(agent: SAC | None, env_name: str, steps: int, seed: int) -> EpisodeRecorder:
+    """`steps` transitions of the agent's stochastic policy (uniform actions if no agent)."""
+    env = make_env(env_name, seed)
+    recorder = EpisodeRecorder(env, seed)
+    for _ in tqdm(range(steps), desc="collect", unit="step"):
+        if agent is None:
+            action = env.action_space.sample()
+        else:
+            action = agent.act(torch.as_tensor(recorder.obs, dtype=torch.float32)).numpy()
+        recorder.step(action)
+    return recorder
+
+
+def collect(env: str, quality: str, steps: int, seed: int, out: str,
+            budget: TrainingBudget | None = None) -> dict:
+    """Write a D4RL-format dataset to `out` (atomically) and return its metadata."""
+    if quality not in QUALITIES:
+        raise WsrlError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
+    if steps <= 0:
+        raise WsrlError(f"--steps must be positive, got {steps}")
+    budget = budget or TrainingBudget()
+    torch.manual_seed(seed)
+    make_env(env).close()  # fail on a bad env name before any work
+    policy_score = None
+    if quality == "random":
+        recorder = rollout(None, env, steps, seed)
+    else:
+        trainer = BehaviourTrainer(env, budget, seed)
+        policy_score = trainer.train_until(budget.target_score)
+        if quality == "expert":
+            policy_score = trainer.train_until(budget.expert_score)
+        recorder = trainer.recorder
+        if quality != "medium-replay":
+            recorder = rollout(trainer.agent, env, steps, seed + 1)
+    arrays = recorder.arrays()
+    returns = recorder.returns or [recorder.episode_return]
+    metadata = {
+        "env": env, "quality": quality, "seed": seed, "steps": len(arrays["rewards"]),
+        "episodes": len(recorder.returns),
+        "behaviour_score": float(np.mean(normalized_score(env, returns))),
+        "behaviour_return": float(np.mean(returns)),
+    }
+    if policy_score is not None:
+        metadata["policy_eval_score"] = policy_score
+    write_d4rl_file(out, arrays, metadata)
+    return metadata
