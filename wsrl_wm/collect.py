@@ -100,10 +100,12 @@ class BehaviourTrainer:
         self.buffer = ReplayBuffer.for_transitions(budget.max_train_steps, obs_dim, act_dim)
         self.recorder = EpisodeRecorder(env, seed)
         self.generator = torch.Generator().manual_seed(seed)
+        self.score = -np.inf  # last evaluation; kept when a later call has no budget left
 
     def train_until(self, target: float) -> float:
-        """Train until the evaluation score reaches `target` or the step budget runs out."""
-        budget, buffer, score = self.budget, self.buffer, -np.inf
+        """Train until the evaluation score reaches `target` or the step budget (shared by all
+        calls) runs out; returns the last evaluation score."""
+        budget, buffer = self.budget, self.buffer
         progress = tqdm(total=budget.max_train_steps, initial=len(buffer),
                         desc=f"train SAC to score {target:g}", unit="step")
         while len(buffer) < budget.max_train_steps:
@@ -120,12 +122,13 @@ class BehaviourTrainer:
                 continue
             self.agent.update(buffer.sample(budget.batch_size, self.generator), self.optimizers)
             if (step + 1) % budget.eval_interval == 0:
-                score = evaluate(self.agent, self.env_name, budget.eval_episodes, self.seed + 10**4)
-                progress.set_postfix(score=f"{score:.1f}")
-                if score >= target:
+                self.score = evaluate(self.agent, self.env_name, budget.eval_episodes,
+                                      self.seed + 10**4)
+                progress.set_postfix(score=f"{self.score:.1f}")
+                if self.score >= target:
                     break
         progress.close()
-        return score
+        return self.score
 
 
 def rollout(agent: SAC | None, env_name: str, steps: int, seed: int) -> EpisodeRecorder:
