@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from wsrl_wm.errors import WsrlError
@@ -48,7 +49,33 @@ def demo_command(argv: list[str]) -> None:
     print("pretrain and fine-tune are not built yet (issues 3-5); the demo stops after the data.")
 
 
-COMMANDS = {"collect": collect_command, "demo": demo_command}
+def fit_command(argv: list[str]) -> None:
+    """LightningCLI `fit`: the config picks PretrainModule or FinetuneModule (class_path)."""
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    from wsrl_wm.lightning.trainer_setup import WANDB_MODES, default_callbacks, default_loggers
+
+    class WsrlCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--wandb_mode", default="offline", choices=WANDB_MODES)
+            parser.add_argument("--wandb_project", default="wsrl-wm")
+
+        def instantiate_trainer(self, **kwargs):
+            config = self.config_init[self.subcommand]
+            root = Path(config.trainer.default_root_dir or "runs/default")
+            if config.trainer.logger in (None, True):
+                kwargs["logger"] = default_loggers(root, config.wandb_mode, config.wandb_project)
+            kwargs["callbacks"] = [*(config.trainer.callbacks or []), *default_callbacks(root)]
+            return super().instantiate_trainer(**kwargs)
+
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    WsrlCLI(LightningModule, subclass_mode_model=True, args=["fit", *argv],
+            trainer_defaults={"max_epochs": 1, "enable_model_summary": False},
+            save_config_kwargs={"overwrite": True})
+
+
+COMMANDS = {"collect": collect_command, "fit": fit_command, "demo": demo_command}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,9 +85,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         COMMANDS[argv[0]](argv[1:])
-    except WsrlError as exc:
-        print(f"wsrl-wm: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise
+        print(f"wsrl-wm: error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def find_user_error(exc: BaseException | None) -> WsrlError | None:
+    """The WsrlError behind `exc`, if any: jsonargparse wraps errors raised while it
+    instantiates the model, and the user should see only the original one line."""
+    while exc is not None and not isinstance(exc, WsrlError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 if __name__ == "__main__":

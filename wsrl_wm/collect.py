@@ -17,6 +17,7 @@ from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.data import ReplayBuffer, write_d4rl_file
 from wsrl_wm.envs import make_env, normalized_score
 from wsrl_wm.errors import WsrlError
+from wsrl_wm.evaluation import evaluate
 
 QUALITIES = ("random", "medium", "medium-replay", "expert")
 
@@ -69,23 +70,6 @@ class EpisodeRecorder:
         return out
 
 
-def evaluate(agent: SAC, env_name: str, episodes: int, seed: int) -> float:
-    """Mean normalised score of deterministic episodes on a separate env instance."""
-    env = make_env(env_name)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            action = agent.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action.numpy())
-            total += reward
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(normalized_score(env_name, np.mean(returns)))
-
-
 class BehaviourTrainer:
     """Online SAC on one env whose training can be continued (medium → expert); every
     transition it sees is recorded, which is exactly the medium-replay dataset."""
@@ -122,8 +106,8 @@ class BehaviourTrainer:
                 continue
             self.agent.update(buffer.sample(budget.batch_size, self.generator), self.optimizers)
             if (step + 1) % budget.eval_interval == 0:
-                self.score = evaluate(self.agent, self.env_name, budget.eval_episodes,
-                                      self.seed + 10**4)
+                self.score = evaluate(self.agent.actor, self.env_name, budget.eval_episodes,
+                                      self.seed + 10**4)["eval/normalized_score"]
                 progress.set_postfix(score=f"{self.score:.1f}")
                 if self.score >= target:
                     break

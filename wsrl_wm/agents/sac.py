@@ -70,7 +70,10 @@ class SAC(nn.Module):
         return batch["rewards"] + self.config.discount * not_done * target_q
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        q = self.critic(batch["observations"], batch["actions"])
+        return self.td_loss(self.critic(batch["observations"], batch["actions"]), batch)
+
+    def td_loss(self, q: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """Mean squared Bellman error of the critics' Q(s, a_data) = `q` [N, B]."""
         loss = (q - self.td_target(batch)).pow(2).mean()
         return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
 

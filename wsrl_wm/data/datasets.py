@@ -88,6 +88,11 @@ def _check_raw(raw: dict[str, np.ndarray], source: str) -> None:
     for key in ("observations", "actions"):
         if raw[key].ndim != 2:
             raise WsrlError(f"{source}: {key} must be 2-D (rows × features), got {raw[key].shape}")
+    if "next_observations" in raw and raw["next_observations"].shape != raw["observations"].shape:
+        raise WsrlError(
+            f"{source}: next_observations shape {raw['next_observations'].shape} does not match "
+            f"observations {raw['observations'].shape}; the file is damaged"
+        )
     for key in ("observations", "actions", "rewards", "next_observations"):
         if key in raw and not np.all(np.isfinite(raw[key])):
             bad = np.flatnonzero(~np.isfinite(raw[key]).reshape(len(raw[key]), -1).all(axis=1))

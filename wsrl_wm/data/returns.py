@@ -30,7 +30,7 @@ def mc_returns(
     start = 0
     for end in np.flatnonzero(ends):
         segment = rewards[start : end + 1]
-        if sparse_negative_reward is not None and np.all(segment == sparse_negative_reward):
+        if sparse_negative_reward is not None and np.allclose(segment, sparse_negative_reward):
             out[start : end + 1] = sparse_negative_reward / (1.0 - discount)
         else:
             running = 0.0

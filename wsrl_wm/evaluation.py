@@ -1,0 +1,30 @@
+"""Deterministic evaluation episodes, scored with D4RL's normalisation."""
+
+import numpy as np
+import torch
+
+from models import TanhGaussianActor
+from wsrl_wm.envs import make_env, normalized_score
+
+
+@torch.no_grad()
+def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int) -> dict:
+    """Mean return and normalised score of `episodes` deterministic episodes on a fresh env
+    (its own instance, so evaluation never disturbs the training env's episode)."""
+    env = make_env(env_name)
+    device = next(actor.parameters()).device
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            action = actor(obs_t, deterministic=True)[0].cpu().numpy()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    mean_return = float(np.mean(returns))
+    return {"eval/return": mean_return,
+            "eval/normalized_score": float(normalized_score(env_name, mean_return))}

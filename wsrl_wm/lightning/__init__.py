@@ -1,0 +1,6 @@
+"""Lightning modules for pretraining and fine-tuning, and their logging helpers."""
+
+from wsrl_wm.lightning.finetune import FinetuneModule
+from wsrl_wm.lightning.pretrain import PretrainModule
+
+__all__ = ["FinetuneModule", "PretrainModule"]

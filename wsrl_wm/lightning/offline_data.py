@@ -1,0 +1,40 @@
+"""Offline transitions as tensors, served as random batches to the pretraining loop."""
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from wsrl_wm.data import load_dataset, mc_returns
+
+BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns")
+
+
+def load_offline_tensors(source: str, env: str, discount: float, reward_scale: float = 1.0,
+                         reward_bias: float = 0.0,
+                         sparse_negative_reward: float | None = None) -> dict[str, torch.Tensor]:
+    """The dataset with rewards scaled as the agent sees them; MC returns follow the scaling."""
+    data = load_dataset(source, discount, env=env)
+    rewards = data["rewards"] * reward_scale + reward_bias
+    returns = mc_returns(rewards, data["terminals"], data["timeouts"], discount,
+                         sparse_negative_reward)
+    data = {**data, "rewards": rewards, "mc_returns": returns}
+    return {k: torch.as_tensor(np.asarray(data[k], dtype=np.float32)) for k in BATCH_KEYS}
+
+
+class RandomBatches(IterableDataset):
+    """`num_batches` uniform batches (with replacement) from in-memory tensors, seeded."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, num_batches: int,
+                 seed: int):
+        self.tensors, self.batch_size = tensors, batch_size
+        self.num_batches, self.seed = num_batches, seed
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        size = len(next(iter(self.tensors.values())))
+        for _ in range(self.num_batches):
+            idx = torch.randint(size, (self.batch_size,), generator=generator)
+            yield {k: v[idx] for k, v in self.tensors.items()}

@@ -1,0 +1,69 @@
+"""Offline pretraining (CQL / Cal-QL) as a LightningModule with manual optimisation."""
+
+import dataclasses
+
+from lightning.pytorch import LightningModule
+from torch.utils.data import DataLoader
+
+from wsrl_wm.agents import CQL, CQLConfig
+from wsrl_wm.envs import env_dims
+from wsrl_wm.errors import WsrlError
+from wsrl_wm.evaluation import evaluate
+from wsrl_wm.lightning.env_step_logging import log_at_env_step
+from wsrl_wm.lightning.offline_data import RandomBatches, load_offline_tensors
+
+
+class PretrainModule(LightningModule):
+    """One CQL/Cal-QL update per training step on random offline batches.
+
+    The checkpoint it writes is what `FinetuneModule` restores: agent parameters, optimiser
+    states (by name) and temperature. "Steps" here are gradient updates (no env interaction);
+    they are the x-axis of the pretraining curves.
+    """
+
+    def __init__(self, env: str, dataset: str, agent: CQLConfig | None = None,
+                 steps: int = 250_000, batch_size: int = 256, reward_scale: float = 1.0,
+                 reward_bias: float = 0.0, sparse_negative_reward: float | None = None,
+                 eval_interval: int = 25_000, eval_episodes: int = 10, log_interval: int = 1000,
+                 seed: int = 0):
+        super().__init__()
+        agent = agent or CQLConfig()
+        if steps <= 0 or batch_size <= 0:
+            raise WsrlError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.env_name = env
+        obs_dim, act_dim = env_dims(env)
+        self.agent = CQL(obs_dim, act_dim, agent)
+        self.optimizer_names = list(self.agent.make_optimizers())
+        self.offline = load_offline_tensors(dataset, env, agent.discount, reward_scale,
+                                            reward_bias, sparse_negative_reward)
+        self.last_eval: dict = {}
+
+    def train_dataloader(self) -> DataLoader:
+        batches = RandomBatches(self.offline, self.hparams.batch_size, self.hparams.steps,
+                                self.hparams.seed)
+        return DataLoader(batches, batch_size=None)
+
+    def configure_optimizers(self):
+        return list(self.agent.make_optimizers().values())
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
+        info = self.agent.update(batch, optimizers)
+        step = batch_idx + 1
+        if step % self.hparams.log_interval == 0:
+            log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
+        if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
+            self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
+                                      self.hparams.seed + 10**6)
+            log_at_env_step(self, self.last_eval, step)
+
+    def progress_metrics(self) -> dict:
+        score = self.last_eval.get("eval/normalized_score")
+        return {"phase": "pretrain", **({"score": f"{score:.1f}"} if score is not None else {})}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["optimizer_names"] = self.optimizer_names
+        checkpoint["agent_config"] = dataclasses.asdict(self.agent.config)
+        checkpoint["env"] = self.env_name
