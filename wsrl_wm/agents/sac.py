@@ -25,6 +25,7 @@ class SACConfig:
     critic_hidden: tuple[int, ...] = (256, 256)
     actor_hidden: tuple[int, ...] = (256, 256)
     layer_norm: bool = True
+    actor_state_dependent_std: bool = True  # False: one learned log-std vector (antmaze)
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4
     temperature_lr: float = 1e-4
@@ -38,7 +39,8 @@ class SAC(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, config: SACConfig | None = None):
         super().__init__()
         self.config = config = config or SACConfig()
-        self.actor = TanhGaussianActor(obs_dim, act_dim, config.actor_hidden, config.layer_norm)
+        self.actor = TanhGaussianActor(obs_dim, act_dim, config.actor_hidden, config.layer_norm,
+                                       config.actor_state_dependent_std)
         self.critic = CriticEnsemble(obs_dim, act_dim, config.num_critics, config.critic_hidden,
                                      config.layer_norm)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)

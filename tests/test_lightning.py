@@ -1,0 +1,212 @@
+"""Pretrain → fine-tune through the Lightning modules and the `wsrl-wm fit` entry point."""
+
+import copy
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from wsrl_wm.agents import CQLConfig
+from wsrl_wm.cli import main
+from wsrl_wm.collect import collect
+from wsrl_wm.data import load_dataset
+from wsrl_wm.errors import WsrlError
+from wsrl_wm.lightning import FinetuneModule, PretrainModule
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN_STEPS, WARMUP, ONLINE, UTD = 20, 40, 6, 2
+TINY_AGENT = CQLConfig(num_critics=4, critic_hidden=(32, 32), actor_hidden=(32, 32),
+                       cql_n_actions=4, calql=True)
+
+
+def fit(module, root: Path, callbacks=()) -> Trainer:
+    trainer = Trainer(max_epochs=1, logger=CSVLogger(root, name="csv"), enable_progress_bar=False,
+                      enable_model_summary=False,
+                      callbacks=[*callbacks, ModelCheckpoint(dirpath=root / "checkpoints",
+                                                             save_last=True, save_top_k=0)])
+    trainer.fit(module)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
+    collect("Hopper-v5", "random", 1500, 0, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, dataset) -> str:
+    root = tmp_path_factory.mktemp("pretrain")
+    module = PretrainModule("Hopper-v5", dataset, TINY_AGENT, steps=PRETRAIN_STEPS, batch_size=32,
+                            eval_interval=PRETRAIN_STEPS, eval_episodes=1, log_interval=5)
+    fit(module, root)
+    return str(root / "checkpoints" / "last.ckpt")
+
+
+def adam_steps(optimizer) -> int:
+    states = list(optimizer.state.values())
+    return int(states[0]["step"]) if states else 0
+
+
+class Recorder(Callback):
+    """Optimiser step counts and buffer size after every env step; a snapshot at the switch."""
+
+    def __init__(self):
+        self.rows, self.at_switch = [], None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if module.env_step == module.hparams.warmup_steps:
+            self.at_switch = {
+                "agent": {k: v.clone() for k, v in module.agent.state_dict().items()},
+                "optimizers": [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers],
+                "buffer": len(module.buffer),
+            }
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        steps = {name: adam_steps(opt)
+                 for name, opt in zip(module.optimizer_names, trainer.optimizers, strict=True)}
+        self.rows.append((module.env_step, steps, len(module.buffer)))
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, pretrained):
+    module = FinetuneModule(pretrained, warmup_steps=WARMUP, online_steps=ONLINE, utd=UTD,
+                            batch_size=32, eval_interval=3, eval_episodes=1, log_interval=2)
+    recorder = Recorder()
+    fit(module, tmp_path_factory.mktemp("finetune"), [recorder])
+    return module, recorder
+
+
+def test_warmup_collects_k_transitions_without_any_optimiser_step(finetuned):
+    module, recorder = finetuned
+    for env_step, steps, buffer_size in recorder.rows[:WARMUP]:
+        assert steps == {"critic": PRETRAIN_STEPS, "actor": PRETRAIN_STEPS,
+                         "temperature": PRETRAIN_STEPS}  # only the restored pretraining counts
+        assert buffer_size == env_step
+    assert recorder.at_switch["buffer"] == WARMUP
+
+
+def test_utd_k_critic_steps_and_one_actor_step_per_online_env_step(finetuned):
+    module, recorder = finetuned
+    online_rows = recorder.rows[WARMUP:]
+    assert len(online_rows) == ONLINE
+    for i, (env_step, steps, _) in enumerate(online_rows, start=1):
+        assert env_step == WARMUP + i
+        assert steps["critic"] == PRETRAIN_STEPS + UTD * i
+        assert steps["actor"] == steps["temperature"] == PRETRAIN_STEPS + i
+
+
+def test_switch_state_equals_the_pretrained_checkpoint(finetuned, pretrained):
+    _, recorder = finetuned
+    ckpt = torch.load(pretrained, weights_only=False)
+    pretrained_agent = {k.removeprefix("agent."): v for k, v in ckpt["state_dict"].items()
+                        if k.startswith("agent.")}
+    snapshot = recorder.at_switch["agent"]
+    assert snapshot.keys() <= pretrained_agent.keys()
+    assert "temperature.log_value" in snapshot
+    for key, value in snapshot.items():
+        torch.testing.assert_close(value, pretrained_agent[key], rtol=0, atol=0)
+    by_name = dict(zip(ckpt["optimizer_names"], ckpt["optimizer_states"], strict=True))
+    for name, state in zip(("critic", "actor", "temperature"), recorder.at_switch["optimizers"],
+                           strict=True):
+        expected = by_name[name]
+        assert state["param_groups"][0]["lr"] == expected["param_groups"][0]["lr"]
+        assert state["state"].keys() == expected["state"].keys()
+        for pid, moments in state["state"].items():
+            for key, value in moments.items():
+                torch.testing.assert_close(value, expected["state"][pid][key], rtol=0, atol=0)
+
+
+def test_no_offline_transition_enters_the_online_buffer(finetuned, dataset):
+    module, _ = finetuned
+    data = load_dataset(dataset)  # (s, a) pairs: a reset state alone may repeat across seeds
+    offline = {row.tobytes() for row in np.hstack([data["observations"], data["actions"]])}
+    stored = module.buffer.storage
+    online = torch.cat([stored["observations"], stored["actions"]], 1)[: len(module.buffer)]
+    assert len(module.buffer) == WARMUP + ONLINE
+    assert not any(row.tobytes() in offline for row in online.numpy())
+
+
+def test_retention_ratio_mixes_offline_rows_into_each_batch(pretrained, dataset):
+    module = FinetuneModule(pretrained, warmup_steps=5, online_steps=5, batch_size=64,
+                            retain_offline_ratio=0.25, offline_dataset=dataset)
+    module.buffer.add({k: torch.full((10, *v.shape[1:]), 7.0)
+                       for k, v in module.buffer.storage.items()})
+    batch = module.sample_batch()
+    from_online = (batch["observations"] == 7.0).all(dim=1)
+    assert len(from_online) == 64 and int((~from_online).sum()) == 16
+    offline = {row.tobytes() for row in load_dataset(dataset)["observations"]}
+    assert all(row.numpy().tobytes() in offline for row in batch["observations"][~from_online])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"utd": 0}, "utd must be a positive"),
+    ({"batch_size": 30, "utd": 4}, "equal slices"),
+    ({"retain_offline_ratio": 1.5}, r"retain_offline_ratio must be in \[0, 1\]"),
+    ({"retain_offline_ratio": 0.5}, "needs offline_dataset"),
+])
+def test_bad_finetune_options_are_rejected(pretrained, kwargs, message):
+    with pytest.raises(WsrlError, match=message):
+        FinetuneModule(pretrained, **kwargs)
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "wsrl_wm.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600, env={"WANDB_MODE": "disabled",
+                                                               "PATH": "/usr/bin:/bin"})
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, dataset):
+    pre = run_cli("fit", "--config", str(ROOT / "configs/smoke/pretrain.yaml"),
+                  "--model.dataset", dataset, cwd=tmp_path)
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    assert (tmp_path / "runs/smoke/pretrain/checkpoints/last.ckpt").is_file()
+    fine = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"), cwd=tmp_path)
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    rows = read_csv(tmp_path / "runs/smoke/finetune/csv/version_0/metrics.csv")
+    evals = [int(r["env_step"]) for r in rows if r["eval/normalized_score"]]
+    assert evals == [50, 65, 80]  # at the switch, then every 15 online steps
+    losses = [float(r["train/critic_loss"]) for r in rows if r["train/critic_loss"]]
+    assert losses and np.all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("family", ["hopper", "halfcheetah", "walker2d", "antmaze", "kitchen",
+                                    "adroit"])
+@pytest.mark.parametrize("phase", ["pretrain", "finetune"])
+def test_paper_configs_print_a_complete_config(capsys, family, phase):
+    with pytest.raises(SystemExit) as exit_info:  # in-process: one interpreter for all configs
+        main(["fit", "--config", str(ROOT / f"configs/{family}/{phase}.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: wsrl_wm.lightning." in printed
+    assert "max_epochs: 1" in printed
+    assert ("cql_alpha" if phase == "pretrain" else "warmup_steps: 5000") in printed
+
+
+def test_cli_override_error_is_one_line(tmp_path, pretrained):
+    result = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
+                     "--model.pretrained", pretrained, "--model.utd", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "wsrl-wm: error: utd must be a positive integer, got 0")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_pretrained_checkpoint_is_one_clear_line(tmp_path):
+    result = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "pretrained checkpoint not found" in result.stderr
+    assert "Traceback" not in result.stderr
