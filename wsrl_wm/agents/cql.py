@@ -64,7 +64,7 @@ class CQL(SAC):
         if self.cql_log_alpha is None:
             cql_loss = self.config.cql_alpha * gap.mean()
         else:
-            alpha = self.cql_log_alpha().clamp(0.0, 1e6)
+            alpha = self.cql_log_alpha().clamp(0.0, 1e6).detach()  # α has its own (dual) step
             cql_loss = (alpha * (gap - self.config.cql_target_action_gap)).mean()
             info["cql_alpha"] = alpha.detach()
         info.update(cql_gap=gap.detach().mean(), cql_loss=cql_loss.detach())
