@@ -57,6 +57,12 @@ class ReplayBuffer:
         idx = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
         return {key: store[idx] for key, store in self.storage.items()}
 
+    def latest(self, count: int) -> dict:
+        """The `count` most recently inserted rows (fewer if the buffer holds fewer)."""
+        count = min(count, self.size)
+        rows = (self.position - count + torch.arange(count, device=self.device)) % self.capacity
+        return {key: store[rows] for key, store in self.storage.items()}
+
     def state_dict(self) -> dict:
         """Only the filled rows, so a checkpoint does not store empty capacity."""
         return {"position": self.position, "size": self.size,
