@@ -1,4 +1,8 @@
-"""Batched ensembles: E independent members computed with one matmul per layer."""
+"""Batched ensembles: E independent members computed with one matmul per layer.
+
+Every layer takes an optional `members` (LongTensor of member indices): only those members are
+computed, by indexing the stacked parameters, so e.g. a rollout can run just the elite members.
+"""
 
 import math
 
@@ -10,8 +14,9 @@ from torch.nn import functional as F
 class EnsembleLinear(nn.Module):
     """E independent linear layers with weights [E, in, out].
 
-    Input [B, in] (shared by all members) or [E, B, in] (one batch per member) → [E, B, out].
-    Each member is initialised like nn.Linear, so an ensemble of one behaves like nn.Linear.
+    Input [B, in] (shared by all members) or [E, B, in] (one batch per member) → [E, B, out];
+    with `members` (K indices) E becomes K. Each member is initialised like nn.Linear, so an
+    ensemble of one behaves like nn.Linear.
     """
 
     def __init__(self, num_members: int, in_features: int, out_features: int):
@@ -22,10 +27,11 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = _select(members, self.weight, self.bias)
         if x.dim() == 3:
-            return torch.baddbmm(self.bias, x, self.weight)
-        return torch.matmul(x, self.weight) + self.bias
+            return torch.baddbmm(bias, x, weight)
+        return torch.matmul(x, weight) + bias
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -37,8 +43,9 @@ class EnsembleLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_members, 1, features))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = _select(members, self.weight, self.bias)
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * weight + bias
 
 
 class EnsembleMLP(nn.Module):
@@ -60,5 +67,15 @@ class EnsembleMLP(nn.Module):
         self.net = nn.Sequential(*layers)
         self.num_members = num_members
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x, members) if isinstance(layer, _MEMBER_LAYERS) else layer(x)
+        return x
+
+
+def _select(members: torch.Tensor | None, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The stacked [E, ...] parameters, or only the rows of `members` (one gather, no loop)."""
+    return params if members is None else tuple(p[members] for p in params)
+
+
+_MEMBER_LAYERS = (EnsembleLinear, EnsembleLayerNorm)

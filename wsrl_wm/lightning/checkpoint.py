@@ -22,7 +22,12 @@ def load_pretrained(path: str) -> dict:
     return ckpt
 
 
-def submodule_state(state_dict: dict, prefix: str) -> dict:
-    """The entries of a module's state_dict under `prefix.`, with the prefix removed."""
-    return {k.removeprefix(prefix + "."): v for k, v in state_dict.items()
-            if k.startswith(prefix + ".")}
+def submodule_state(state_dict: dict, prefix: str, target: torch.nn.Module | None = None) -> dict:
+    """The entries of a module's state_dict under `prefix.`, with the prefix removed; only
+    those `target` has, when given (the online agent lacks e.g. the CQL multiplier)."""
+    state = {k.removeprefix(prefix + "."): v for k, v in state_dict.items()
+             if k.startswith(prefix + ".")}
+    if target is not None:
+        wanted = target.state_dict().keys()
+        state = {k: v for k, v in state.items() if k in wanted}
+    return state

@@ -1,7 +1,9 @@
-"""Online fine-tuning as in WSRL: restore, warm up with the frozen policy, then high-UTD SAC.
+"""Online fine-tuning as in WSRL: restore, warm up with the frozen policy, then high-UTD SAC,
+optionally mixing imagined rollouts of a pretrained world model into every batch.
 
-No offline transition enters the online buffer or a loss unless `retain_offline_ratio` > 0
-(the paper's retention baselines). Every curve is logged against the env-step count.
+No offline transition enters the online buffer, a rollout start or a loss unless
+`retain_offline_ratio` > 0 (the paper's retention baselines). Every curve is logged against
+the env-step count.
 """
 
 import dataclasses
@@ -13,14 +15,14 @@ from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.data import ReplayBuffer
-from wsrl_wm.envs import env_dims, make_env
+from wsrl_wm.envs import env_dims, make_env, termination_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning.checkpoint import load_pretrained, submodule_state
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
 from wsrl_wm.lightning.offline_data import load_offline_tensors
-
-ONLINE_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+from wsrl_wm.world_model import RolloutConfig, WorldModel, WorldModelConfig, branched_rollout
+from wsrl_wm.world_model.train import one_step_error
 
 
 class FinetuneModule(LightningModule):
@@ -28,16 +30,21 @@ class FinetuneModule(LightningModule):
 
     The agent keeps the pretrained architecture; only online settings come from here. With
     `online_cql_alpha` = 0 (default) the online loss is plain SAC (WSRL: no CQL term online).
+    With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
+    rolled out in the pretrained world model from online-buffer states, and each batch takes
+    r of its rows from those imagined transitions.
     """
 
     def __init__(self, pretrained: str, warmup_steps: int = 5000, online_steps: int = 250_000,
                  utd: int = 4, batch_size: int = 1024, online_cql_alpha: float = 0.0,
                  retain_offline_ratio: float = 0.0, offline_dataset: str | None = None,
-                 buffer_capacity: int = 1_000_000, eval_interval: int = 20_000,
-                 eval_episodes: int = 20, log_interval: int = 1000, seed: int = 0):
+                 rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
+                 eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
+                 seed: int = 0):
         super().__init__()
+        rollout = rollout or RolloutConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
-                            offline_dataset)
+                            offline_dataset, rollout)
         self.save_hyperparameters()
         self.automatic_optimization = False
         ckpt = load_pretrained(pretrained)
@@ -45,23 +52,34 @@ class FinetuneModule(LightningModule):
         self.env_name = ckpt["env"]
         obs_dim, act_dim = env_dims(self.env_name)
         self.agent = self._online_agent(CQLConfig(**ckpt["agent_config"]), obs_dim, act_dim)
-        self.agent.load_state_dict(self._pretrained_agent_state(ckpt), strict=True)
+        self.agent.load_state_dict(submodule_state(ckpt["state_dict"], "agent", self.agent))
         self.optimizer_names = list(self.agent.make_optimizers())
         self._pretrained_optimizers = dict(zip(ckpt["optimizer_names"], ckpt["optimizer_states"],
                                                strict=True))
         self.reward_scale, self.reward_bias = pre["reward_scale"], pre["reward_bias"]
         self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
-        self.offline = None
+        self.offline_buffer = None
         if retain_offline_ratio > 0:
-            self.offline = load_offline_tensors(offline_dataset, self.env_name,
-                                                self.agent.config.discount, self.reward_scale,
-                                                self.reward_bias, pre["sparse_negative_reward"])
+            offline = load_offline_tensors(offline_dataset, self.env_name,
+                                           self.agent.config.discount, self.reward_scale,
+                                           self.reward_bias, pre["sparse_negative_reward"])
+            self.offline_buffer = ReplayBuffer.for_transitions(
+                len(offline["rewards"]), obs_dim, act_dim)
+            self.offline_buffer.add(offline)
+        self.rollout = rollout
+        self.world_model = self.model_buffer = None
+        if rollout.ratio > 0:  # r = 0 is plain WSRL: the world model is not even loaded
+            self.world_model = self._pretrained_world_model(ckpt, obs_dim, act_dim)
+            self.model_buffer = ReplayBuffer.for_transitions(rollout.buffer_capacity(), obs_dim,
+                                                             act_dim)
+            self.terminated = termination_fn(self.env_name)
         self.env_step = 0
         self.last_eval: dict = {}
         self.sampler = torch.Generator().manual_seed(seed)
 
     @staticmethod
-    def _check_options(warmup_steps, online_steps, utd, batch_size, retain_ratio, dataset):
+    def _check_options(warmup_steps, online_steps, utd, batch_size, retain_ratio, dataset,
+                       rollout: RolloutConfig):
         if utd <= 0:
             raise WsrlError(f"utd must be a positive integer, got {utd}")
         if batch_size % utd:
@@ -69,10 +87,17 @@ class FinetuneModule(LightningModule):
         if warmup_steps < 0 or online_steps <= 0:
             raise WsrlError(f"need warmup_steps >= 0 and online_steps > 0, got "
                             f"{warmup_steps}, {online_steps}")
-        if not 0.0 <= retain_ratio <= 1.0:
-            raise WsrlError(f"retain_offline_ratio must be in [0, 1], got {retain_ratio}")
+        for name, ratio in (("retain_offline_ratio", retain_ratio), ("rollout.ratio",
+                                                                     rollout.ratio)):
+            if not 0.0 <= ratio <= 1.0:
+                raise WsrlError(f"{name} must be in [0, 1], got {ratio}")
+        if retain_ratio + rollout.ratio > 1.0:
+            raise WsrlError(f"retain_offline_ratio + rollout.ratio must be <= 1, got "
+                            f"{retain_ratio} + {rollout.ratio}")
         if retain_ratio > 0 and not dataset:
             raise WsrlError("retain_offline_ratio > 0 needs offline_dataset (the retained data)")
+        if rollout.interval <= 0 or rollout.starts <= 0 or rollout.horizon <= 0:
+            raise WsrlError("rollout.interval, rollout.starts and rollout.horizon must be > 0")
 
     def _online_agent(self, pretrained_config: CQLConfig, obs_dim: int, act_dim: int) -> SAC:
         """Same networks as pretraining; online the CQL term is off unless asked for."""
@@ -85,10 +110,14 @@ class FinetuneModule(LightningModule):
             return CQL(obs_dim, act_dim, config)
         return SAC(obs_dim, act_dim, SACConfig(**shared))
 
-    def _pretrained_agent_state(self, ckpt: dict) -> dict:
-        state = submodule_state(ckpt["state_dict"], "agent")
-        wanted = self.agent.state_dict().keys()
-        return {k: v for k, v in state.items() if k in wanted}
+    @staticmethod
+    def _pretrained_world_model(ckpt: dict, obs_dim: int, act_dim: int) -> WorldModel:
+        if ckpt.get("world_model_config") is None:
+            raise WsrlError("rollout.ratio > 0 needs a world model in the pretrained checkpoint; "
+                            "pretrain with model.world_model set")
+        world_model = WorldModel(obs_dim, act_dim, WorldModelConfig(**ckpt["world_model_config"]))
+        world_model.load_state_dict(submodule_state(ckpt["state_dict"], "world_model"))
+        return world_model.requires_grad_(False)
 
     # --- Lightning hooks -------------------------------------------------------------------
 
@@ -109,16 +138,18 @@ class FinetuneModule(LightningModule):
         self.episode_return = 0.0
 
     def training_step(self, batch, batch_idx: int) -> None:
-        warmup = self.hparams.warmup_steps
-        if self.env_step == warmup:
+        online = self.env_step - self.hparams.warmup_steps  # < 0 during the warmup
+        if online == 0:
             self.run_evaluation()  # S0: the score at the switch, before any online update
+        if self.world_model is not None and online >= 0 and online % self.rollout.interval == 0:
+            self.imagine(online)
         self.act_and_store()
         info = {}
-        if self.env_step >= warmup:
+        if online >= 0:
             optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
             info = self.agent.update(self.sample_batch(), optimizers)
         self.env_step += 1
-        online = self.env_step - warmup
+        online += 1
         if online > 0 and (online % self.hparams.eval_interval == 0
                            or online == self.hparams.online_steps):
             self.run_evaluation()
@@ -146,18 +177,34 @@ class FinetuneModule(LightningModule):
             self.episode_return = 0.0
             self.obs, _ = self.train_env.reset()
 
+    def imagine(self, online_step: int) -> None:
+        """A round of branched rollouts of the current policy from online-buffer states, after
+        measuring the model on the online transitions gathered since the last round."""
+        fresh = self.buffer.latest(self.rollout.interval)
+        metrics = {"model/one_step_mse": one_step_error(self.world_model, fresh)}
+        starts = self.buffer.sample(self.rollout.starts, self.sampler)["observations"]
+        transitions, stats = branched_rollout(
+            self.world_model, self.agent.actor, starts.to(self.device),
+            self.rollout.horizon_at(online_step), self.terminated,
+            self.rollout.uncertainty_threshold, self.sampler)
+        if len(transitions["rewards"]):
+            self.model_buffer.add(transitions)
+        log_at_env_step(self, {**metrics, **stats}, self.env_step)
+
     def sample_batch(self) -> dict[str, torch.Tensor]:
-        """(1 − retain)·online + retain·offline rows; plain online sampling when retain = 0."""
+        """(1 − retain − r)·online + retain·offline + r·model rows, shuffled so that every UTD
+        slice sees every source; exactly the online sample when retain = r = 0."""
         size = self.hparams.batch_size
-        n_offline = round(self.hparams.retain_offline_ratio * size)
-        batch = self.buffer.sample(size - n_offline, self.sampler)
-        if n_offline == 0:
-            return {k: v.to(self.device) for k, v in batch.items()}
-        idx = torch.randint(len(self.offline["observations"]), (n_offline,),
-                            generator=self.sampler)
-        merged = {k: torch.cat([batch[k], self.offline[k][idx].to(batch[k])]) for k in ONLINE_KEYS}
-        order = torch.randperm(size, generator=self.sampler)  # mix both sources in every slice
-        return {k: v[order].to(self.device) for k, v in merged.items()}
+        extra = [(source, round(ratio * size)) for source, ratio in (
+            (self.offline_buffer, self.hparams.retain_offline_ratio),
+            (self.model_buffer, self.rollout.ratio)) if source is not None and len(source)]
+        extra = [(source, n) for source, n in extra if n > 0]
+        batch = self.buffer.sample(size - sum(n for _, n in extra), self.sampler)
+        if extra:
+            parts = [batch, *(source.sample(n, self.sampler) for source, n in extra)]
+            order = torch.randperm(size, generator=self.sampler)
+            batch = {k: torch.cat([part[k] for part in parts])[order] for k in batch}
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def run_evaluation(self) -> None:
         self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,

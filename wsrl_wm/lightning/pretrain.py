@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import torch
 from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
 
@@ -11,21 +12,23 @@ from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
 from wsrl_wm.lightning.offline_data import RandomBatches, load_offline_tensors
+from wsrl_wm.world_model import WorldModel, WorldModelConfig, train_world_model
 
 
 class PretrainModule(LightningModule):
     """One CQL/Cal-QL update per training step on random offline batches.
 
+    With `world_model` set, the dynamics ensemble is first fitted on the same offline data.
     The checkpoint it writes is what `FinetuneModule` restores: agent parameters, optimiser
-    states (by name) and temperature. "Steps" here are gradient updates (no env interaction);
-    they are the x-axis of the pretraining curves.
+    states (by name), temperature and the world model. "Steps" here are gradient updates (no
+    env interaction); they are the x-axis of the pretraining curves.
     """
 
     def __init__(self, env: str, dataset: str, agent: CQLConfig | None = None,
                  steps: int = 250_000, batch_size: int = 256, reward_scale: float = 1.0,
                  reward_bias: float = 0.0, sparse_negative_reward: float | None = None,
                  eval_interval: int = 25_000, eval_episodes: int = 10, log_interval: int = 1000,
-                 seed: int = 0):
+                 world_model: WorldModelConfig | None = None, seed: int = 0):
         super().__init__()
         agent = agent or CQLConfig()
         if steps <= 0 or batch_size <= 0:
@@ -39,6 +42,11 @@ class PretrainModule(LightningModule):
         self.offline = load_offline_tensors(dataset, env, agent.discount, reward_scale,
                                             reward_bias, sparse_negative_reward)
         self.last_eval: dict = {}
+        self.world_model, self.world_model_config = None, world_model
+        if world_model is not None:
+            self.world_model = WorldModel(obs_dim, act_dim, world_model)
+            # In the state_dict, so a resumed pretraining run does not train the model twice.
+            self.register_buffer("world_model_trained", torch.tensor(False))
 
     def train_dataloader(self) -> DataLoader:
         batches = RandomBatches(self.offline, self.hparams.batch_size, self.hparams.steps,
@@ -47,6 +55,17 @@ class PretrainModule(LightningModule):
 
     def configure_optimizers(self):
         return list(self.agent.make_optimizers().values())
+
+    def on_train_start(self) -> None:
+        """The dynamics ensemble is fitted once, on the same offline data, before the agent."""
+        if self.world_model is None or self.world_model_trained:
+            return
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        metrics = train_world_model(self.world_model, self.offline, self.world_model_config,
+                                    generator)
+        self.world_model_trained.fill_(True)
+        log_at_env_step(self, {f"world_model/{k}": v for k, v in metrics.items()
+                               if isinstance(v, float | int)}, 0)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
@@ -67,3 +86,5 @@ class PretrainModule(LightningModule):
         checkpoint["optimizer_names"] = self.optimizer_names
         checkpoint["agent_config"] = dataclasses.asdict(self.agent.config)
         checkpoint["env"] = self.env_name
+        checkpoint["world_model_config"] = (None if self.world_model is None
+                                            else dataclasses.asdict(self.world_model_config))

@@ -1,0 +1,74 @@
+"""Branched on-policy rollouts in the world model (MBPO-style), started from online states."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models import TanhGaussianActor
+from wsrl_wm.world_model.model import WorldModel
+
+
+@dataclass
+class RolloutConfig:
+    """How imagined data is made and mixed: each batch = (1 − ratio)·real + ratio·model.
+
+    ratio = 0 is plain WSRL: the world model is then never loaded or called.
+    """
+
+    ratio: float = 0.0
+    interval: int = 250  # env steps between rollout rounds (M)
+    starts: int = 10_000  # rollouts per round (B), started from online-buffer states
+    horizon: int = 1  # H at the switch ...
+    max_horizon: int | None = None  # ... rising linearly to this by `horizon_ramp_steps`
+    horizon_ramp_steps: int = 100_000
+    retain_rounds: int = 20  # model-buffer capacity = starts · max horizon · retain_rounds
+    uncertainty_threshold: float | None = None  # stop a rollout where disagreement exceeds it
+
+    def horizon_at(self, online_step: int) -> int:
+        """Linear schedule from `horizon` to `max_horizon` over the first ramp steps."""
+        if self.max_horizon is None:
+            return self.horizon
+        progress = min(max(online_step / self.horizon_ramp_steps, 0.0), 1.0)
+        return round(self.horizon + progress * (self.max_horizon - self.horizon))
+
+    def buffer_capacity(self) -> int:
+        return self.starts * max(self.horizon, self.max_horizon or 0) * self.retain_rounds
+
+
+@torch.no_grad()
+def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_obs: torch.Tensor,
+                     horizon: int, terminated: Callable[[torch.Tensor], torch.Tensor],
+                     uncertainty_threshold: float | None = None,
+                     generator: torch.Generator | None = None) -> tuple[dict, dict]:
+    """Roll the current (stochastic) policy out in the model for up to `horizon` steps.
+
+    A rollout stops at a terminal state (the terminal transition is kept, flagged) or, when
+    gated, before a transition whose ensemble disagreement exceeds the threshold (that
+    transition is not kept). Returns the transitions and rollout statistics.
+    """
+    obs = start_obs
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in (
+        "observations", "actions", "rewards", "next_observations", "terminals")}
+    disagreements, lengths = [], torch.zeros(len(obs), device=obs.device)
+    alive = torch.arange(len(obs), device=obs.device)  # which rollouts are still running
+    for _ in range(horizon):
+        action = actor(obs)[0]
+        next_obs, reward, disagreement = world_model.sample(obs, action, generator)
+        keep = torch.ones_like(reward, dtype=torch.bool)
+        if uncertainty_threshold is not None:
+            keep = disagreement <= uncertainty_threshold
+        done = terminated(next_obs)
+        for key, value in zip(rows, (obs, action, reward, next_obs, done.float()), strict=True):
+            rows[key].append(value[keep])
+        disagreements.append(disagreement)
+        lengths[alive[keep]] += 1
+        running = keep & ~done
+        obs, alive = next_obs[running], alive[running]
+        if not len(obs):
+            break
+    transitions = {k: torch.cat(v) for k, v in rows.items()}
+    stats = {"rollout/transitions": float(len(transitions["rewards"])),
+             "rollout/mean_length": float(lengths.mean()),
+             "rollout/disagreement": float(torch.cat(disagreements).mean())}
+    return transitions, stats
