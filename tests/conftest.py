@@ -61,3 +61,52 @@ def d4rl_file(tmp_path):
         return write_d4rl_hdf5(tmp_path / name, arrays, attrs)
 
     return make
+
+
+# --- a real collected dataset and a tiny pretrained checkpoint, shared by the training tests ---
+
+PRETRAIN_STEPS = 20
+TINY_AGENT = dict(num_critics=4, critic_hidden=(32, 32), actor_hidden=(32, 32), cql_n_actions=4,
+                  calql=True)
+TINY_WORLD_MODEL = dict(num_members=3, num_elites=2, hidden=(32, 32), batch_size=128,
+                        max_epochs=3)
+
+
+def fit_module(module, root: Path, callbacks=()):
+    """Run a module through a bare Trainer writing `<root>/checkpoints/last.ckpt`."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)
+    trainer = Trainer(max_epochs=1, logger=CSVLogger(root, name="csv"), enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[*callbacks, checkpoint])
+    trainer.fit(module)
+    return trainer
+
+
+@pytest.fixture(scope="session")
+def hopper_dataset(tmp_path_factory) -> str:
+    """1500 random Hopper-v5 steps from the project's collector (seed 1: the fine-tuning env
+    uses seed 0, so no online state can coincide with an offline one by construction)."""
+    from wsrl_wm.collect import collect
+
+    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
+    collect("Hopper-v5", "random", 1500, 1, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, hopper_dataset) -> str:
+    """A tiny Cal-QL agent plus world model, pretrained for PRETRAIN_STEPS updates."""
+    from wsrl_wm.agents import CQLConfig
+    from wsrl_wm.lightning import PretrainModule
+    from wsrl_wm.world_model import WorldModelConfig
+
+    root = tmp_path_factory.mktemp("pretrain")
+    module = PretrainModule("Hopper-v5", hopper_dataset, CQLConfig(**TINY_AGENT),
+                            steps=PRETRAIN_STEPS, batch_size=32, eval_interval=PRETRAIN_STEPS,
+                            eval_episodes=1, log_interval=5,
+                            world_model=WorldModelConfig(**TINY_WORLD_MODEL))
+    fit_module(module, root)
+    return str(root / "checkpoints" / "last.ckpt")

@@ -9,46 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from conftest import PRETRAIN_STEPS, fit_module
+from lightning.pytorch import Callback
 
-from wsrl_wm.agents import CQLConfig
 from wsrl_wm.cli import main
-from wsrl_wm.collect import collect
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.lightning import FinetuneModule, PretrainModule
+from wsrl_wm.lightning import FinetuneModule
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN_STEPS, WARMUP, ONLINE, UTD = 20, 40, 6, 2
-TINY_AGENT = CQLConfig(num_critics=4, critic_hidden=(32, 32), actor_hidden=(32, 32),
-                       cql_n_actions=4, calql=True)
-
-
-def fit(module, root: Path, callbacks=()) -> Trainer:
-    trainer = Trainer(max_epochs=1, logger=CSVLogger(root, name="csv"), enable_progress_bar=False,
-                      enable_model_summary=False,
-                      callbacks=[*callbacks, ModelCheckpoint(dirpath=root / "checkpoints",
-                                                             save_last=True, save_top_k=0)])
-    trainer.fit(module)
-    return trainer
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
-    collect("Hopper-v5", "random", 1500, 0, str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, dataset) -> str:
-    root = tmp_path_factory.mktemp("pretrain")
-    module = PretrainModule("Hopper-v5", dataset, TINY_AGENT, steps=PRETRAIN_STEPS, batch_size=32,
-                            eval_interval=PRETRAIN_STEPS, eval_episodes=1, log_interval=5)
-    fit(module, root)
-    return str(root / "checkpoints" / "last.ckpt")
+WARMUP, ONLINE, UTD = 40, 6, 2
 
 
 def adam_steps(optimizer) -> int:
@@ -81,7 +51,7 @@ def finetuned(tmp_path_factory, pretrained):
     module = FinetuneModule(pretrained, warmup_steps=WARMUP, online_steps=ONLINE, utd=UTD,
                             batch_size=32, eval_interval=3, eval_episodes=1, log_interval=2)
     recorder = Recorder()
-    fit(module, tmp_path_factory.mktemp("finetune"), [recorder])
+    fit_module(module, tmp_path_factory.mktemp("finetune"), [recorder])
     return module, recorder
 
 
@@ -125,9 +95,9 @@ def test_switch_state_equals_the_pretrained_checkpoint(finetuned, pretrained):
                 torch.testing.assert_close(value, expected["state"][pid][key], rtol=0, atol=0)
 
 
-def test_no_offline_transition_enters_the_online_buffer(finetuned, dataset):
+def test_no_offline_transition_enters_the_online_buffer(finetuned, hopper_dataset):
     module, _ = finetuned
-    data = load_dataset(dataset)  # (s, a) pairs: a reset state alone may repeat across seeds
+    data = load_dataset(hopper_dataset)  # (s, a) pairs: a reset state alone may repeat across seeds
     offline = {row.tobytes() for row in np.hstack([data["observations"], data["actions"]])}
     stored = module.buffer.storage
     online = torch.cat([stored["observations"], stored["actions"]], 1)[: len(module.buffer)]
@@ -135,15 +105,15 @@ def test_no_offline_transition_enters_the_online_buffer(finetuned, dataset):
     assert not any(row.tobytes() in offline for row in online.numpy())
 
 
-def test_retention_ratio_mixes_offline_rows_into_each_batch(pretrained, dataset):
+def test_retention_ratio_mixes_offline_rows_into_each_batch(pretrained, hopper_dataset):
     module = FinetuneModule(pretrained, warmup_steps=5, online_steps=5, batch_size=64,
-                            retain_offline_ratio=0.25, offline_dataset=dataset)
+                            retain_offline_ratio=0.25, offline_dataset=hopper_dataset)
     module.buffer.add({k: torch.full((10, *v.shape[1:]), 7.0)
                        for k, v in module.buffer.storage.items()})
     batch = module.sample_batch()
     from_online = (batch["observations"] == 7.0).all(dim=1)
     assert len(from_online) == 64 and int((~from_online).sum()) == 16
-    offline = {row.tobytes() for row in load_dataset(dataset)["observations"]}
+    offline = {row.tobytes() for row in load_dataset(hopper_dataset)["observations"]}
     assert all(row.numpy().tobytes() in offline for row in batch["observations"][~from_online])
 
 
@@ -169,9 +139,9 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, dataset):
+def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopper_dataset):
     pre = run_cli("fit", "--config", str(ROOT / "configs/smoke/pretrain.yaml"),
-                  "--model.dataset", dataset, cwd=tmp_path)
+                  "--model.dataset", hopper_dataset, cwd=tmp_path)
     assert pre.returncode == 0, pre.stderr[-2000:]
     assert (tmp_path / "runs/smoke/pretrain/checkpoints/last.ckpt").is_file()
     fine = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"), cwd=tmp_path)
@@ -181,6 +151,15 @@ def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, data
     assert evals == [50, 65, 80]  # at the switch, then every 15 online steps
     losses = [float(r["train/critic_loss"]) for r in rows if r["train/critic_loss"]]
     assert losses and np.all(np.isfinite(losses))
+    imagined = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
+                       "--model.rollout.ratio", "0.5",
+                       "--trainer.default_root_dir", "runs/smoke/finetune_r05", cwd=tmp_path)
+    assert imagined.returncode == 0, imagined.stderr[-2000:]
+    rows = read_csv(tmp_path / "runs/smoke/finetune_r05/csv/version_0/metrics.csv")
+    rounds = [r for r in rows if r["rollout/transitions"]]
+    assert [int(r["env_step"]) for r in rounds] == [50, 60, 70]  # every 10 online steps
+    assert all(float(r["rollout/transitions"]) > 0 and float(r["model/one_step_mse"]) >= 0
+               for r in rounds)
 
 
 @pytest.mark.parametrize("family", ["hopper", "halfcheetah", "walker2d", "antmaze", "kitchen",

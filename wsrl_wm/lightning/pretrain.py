@@ -44,7 +44,9 @@ class PretrainModule(LightningModule):
         self.last_eval: dict = {}
         self.world_model, self.world_model_config = None, world_model
         if world_model is not None:
-            self.world_model = WorldModel(obs_dim, act_dim, world_model)
+            with torch.random.fork_rng(devices=[]):  # leave the agent's random stream as is,
+                torch.manual_seed(seed)  # so adding a world model never changes the agent
+                self.world_model = WorldModel(obs_dim, act_dim, world_model)
             # In the state_dict, so a resumed pretraining run does not train the model twice.
             self.register_buffer("world_model_trained", torch.tensor(False))
 
