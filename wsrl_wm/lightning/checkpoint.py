@@ -16,7 +16,7 @@ def load_pretrained(path: str) -> dict:
     except Exception as exc:
         raise WsrlError(f"{path}: cannot load checkpoint ({exc})") from None
     missing = [k for k in ("state_dict", "optimizer_states", "optimizer_names", "env",
-                           "agent_config", "hyper_parameters") if k not in ckpt]
+                           "agent_config", "probe", "hyper_parameters") if k not in ckpt]
     if missing:
         raise WsrlError(f"{path}: not a wsrl-wm pretraining checkpoint (missing {missing})")
     return ckpt

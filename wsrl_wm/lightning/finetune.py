@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.data import ReplayBuffer
+from wsrl_wm.diagnostics import q_diagnostics
 from wsrl_wm.envs import env_dims, make_env, termination_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
@@ -57,6 +58,7 @@ class FinetuneModule(LightningModule):
         self._pretrained_optimizers = dict(zip(ckpt["optimizer_names"], ckpt["optimizer_states"],
                                                strict=True))
         self.reward_scale, self.reward_bias = pre["reward_scale"], pre["reward_bias"]
+        self.probe = ckpt["probe"]  # offline rows for diagnostics only: never a loss or buffer
         self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
         self.offline_buffer = None
         if retain_offline_ratio > 0:
@@ -207,9 +209,17 @@ class FinetuneModule(LightningModule):
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def run_evaluation(self) -> None:
+        """Score, plus Q diagnostics on the offline probe and on the latest online data."""
         self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
                                   self.hparams.seed + 10**6)
-        log_at_env_step(self, self.last_eval, self.env_step)
+        probe = {k: v.to(self.device) for k, v in self.probe.items()}
+        latest = self.buffer.latest(len(probe["rewards"]))
+        latest = {k: v.to(self.device) for k, v in latest.items()}
+        log_at_env_step(self, {**self.last_eval, **q_diagnostics(self.agent, probe, "probe"),
+                               **q_diagnostics(self.agent, latest, "online")}, self.env_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["probe"] = self.probe
 
     def progress_metrics(self) -> dict:
         phase = "warmup" if self.env_step < self.hparams.warmup_steps else "online"

@@ -28,7 +28,8 @@ class PretrainModule(LightningModule):
                  steps: int = 250_000, batch_size: int = 256, reward_scale: float = 1.0,
                  reward_bias: float = 0.0, sparse_negative_reward: float | None = None,
                  eval_interval: int = 25_000, eval_episodes: int = 10, log_interval: int = 1000,
-                 world_model: WorldModelConfig | None = None, seed: int = 0):
+                 world_model: WorldModelConfig | None = None, probe_size: int = 2000,
+                 seed: int = 0):
         super().__init__()
         agent = agent or CQLConfig()
         if steps <= 0 or batch_size <= 0:
@@ -42,6 +43,10 @@ class PretrainModule(LightningModule):
         self.offline = load_offline_tensors(dataset, env, agent.discount, reward_scale,
                                             reward_bias, sparse_negative_reward)
         self.last_eval: dict = {}
+        # A fixed offline sample that fine-tuning keeps for Q diagnostics only (never trained on).
+        rows = torch.randperm(len(self.offline["rewards"]),
+                              generator=torch.Generator().manual_seed(seed))[:probe_size]
+        self.probe = {k: v[rows].clone() for k, v in self.offline.items()}
         self.world_model, self.world_model_config = None, world_model
         if world_model is not None:
             with torch.random.fork_rng(devices=[]):  # leave the agent's random stream as is,
@@ -88,5 +93,6 @@ class PretrainModule(LightningModule):
         checkpoint["optimizer_names"] = self.optimizer_names
         checkpoint["agent_config"] = dataclasses.asdict(self.agent.config)
         checkpoint["env"] = self.env_name
+        checkpoint["probe"] = self.probe
         checkpoint["world_model_config"] = (None if self.world_model is None
                                             else dataclasses.asdict(self.world_model_config))
