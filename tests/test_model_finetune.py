@@ -127,3 +127,24 @@ def test_ratio_needs_a_world_model_in_the_checkpoint(pretrained, tmp_path):
 def test_model_buffer_capacity_follows_the_rollout_budget():
     config = RolloutConfig(starts=100, horizon=1, max_horizon=4, retain_rounds=3)
     assert config.buffer_capacity() == 1200
+
+
+def test_probe_set_never_enters_a_loss_or_a_buffer(pretrained, tmp_path):
+    """Poisoning the probe with NaN changes nothing but the probe diagnostics themselves."""
+    ckpt = torch.load(pretrained, weights_only=False)
+    ckpt["probe"] = {k: torch.full_like(v, float("nan")) for k, v in ckpt["probe"].items()}
+    poisoned_path = tmp_path / "poisoned.ckpt"
+    torch.save(ckpt, poisoned_path)
+    modules = {}
+    for name, path in (("clean", pretrained), ("poisoned", str(poisoned_path))):
+        torch.manual_seed(0)
+        modules[name] = FinetuneModule(path, **{**SHORT, "eval_interval": 4})
+        fit_module(modules[name], tmp_path / name)
+    clean, poisoned = modules["clean"], modules["poisoned"]
+    for key, value in clean.agent.state_dict().items():
+        assert torch.equal(value, poisoned.agent.state_dict()[key]), key
+        assert torch.isfinite(value).all()
+    for key, rows in clean.buffer.storage.items():
+        assert torch.equal(rows, poisoned.buffer.storage[key]), key
+    metrics = (tmp_path / "clean/csv/version_0/metrics.csv").read_text()
+    assert "probe/q_policy" in metrics and "online/td_error" in metrics
