@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check wsrl_wm models tests experiments
 
 test: lint
-	WANDB_MODE=disabled $(VENV)/bin/python -m pytest -q
+	WANDB_MODE=disabled OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf $(VENV)
