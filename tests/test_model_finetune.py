@@ -76,13 +76,28 @@ def test_rollouts_start_only_from_online_states(pretrained, hopper_dataset, tmp_
     monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
     module = FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(ratio=0.5, **ROLLOUTS))
     fit_module(module, tmp_path)
-    assert len(starts) == 2  # at the switch and after `interval` online steps
+    assert [len(s) for s in starts] == [16, 16]  # at the switch and `interval` steps later
     online = {row.tobytes() for row in module.buffer.storage["observations"][: len(module.buffer)]
               .numpy()}
     offline = {row.tobytes() for row in load_dataset(hopper_dataset)["observations"]}
     for row in torch.cat(starts).numpy():
         assert row.tobytes() in online and row.tobytes() not in offline
     assert len(module.model_buffer) > 0
+
+
+def test_model_warmup_adds_imagined_transitions_at_the_switch(pretrained, tmp_path, monkeypatch):
+    starts = []
+
+    def recording_rollout(world_model, actor, start_obs, *args):
+        starts.append(len(start_obs))
+        return branched_rollout(world_model, actor, start_obs, *args)
+
+    monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
+    rollout = RolloutConfig(ratio=0.5, **{**ROLLOUTS, "horizon": 2}, warmup_imagined=100)
+    fit_module(FinetuneModule(pretrained, **SHORT, rollout=rollout), tmp_path)
+    assert starts == [16 + 50, 16]  # 100 imagined transitions need 50 two-step rollouts
+    with pytest.raises(WsrlError, match="warmup_imagined > 0 needs rollout.ratio > 0"):
+        FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(warmup_imagined=10))
 
 
 def test_rollouts_stop_at_termination_and_at_the_uncertainty_gate(pretrained):

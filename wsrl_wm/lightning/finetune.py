@@ -100,6 +100,9 @@ class FinetuneModule(LightningModule):
             raise WsrlError("retain_offline_ratio > 0 needs offline_dataset (the retained data)")
         if rollout.interval <= 0 or rollout.starts <= 0 or rollout.horizon <= 0:
             raise WsrlError("rollout.interval, rollout.starts and rollout.horizon must be > 0")
+        if rollout.warmup_imagined > 0 and rollout.ratio == 0:
+            raise WsrlError("rollout.warmup_imagined > 0 needs rollout.ratio > 0 (imagined data "
+                            "is only trained on through the model share of each batch)")
 
     def _online_agent(self, pretrained_config: CQLConfig, obs_dim: int, act_dim: int) -> SAC:
         """Same networks as pretraining; online the CQL term is off unless asked for."""
@@ -184,7 +187,8 @@ class FinetuneModule(LightningModule):
         measuring the model on the online transitions gathered since the last round."""
         fresh = self.buffer.latest(self.rollout.interval)
         metrics = {"model/one_step_mse": one_step_error(self.world_model, fresh)}
-        starts = self.buffer.sample(self.rollout.starts, self.sampler)["observations"]
+        starts = self.buffer.sample(self.rollout.starts_at(online_step),
+                                    self.sampler)["observations"]
         transitions, stats = branched_rollout(
             self.world_model, self.agent.actor, starts.to(self.device),
             self.rollout.horizon_at(online_step), self.terminated,

@@ -24,6 +24,15 @@ class RolloutConfig:
     horizon_ramp_steps: int = 100_000
     retain_rounds: int = 20  # model-buffer capacity = starts · max horizon · retain_rounds
     uncertainty_threshold: float | None = None  # stop a rollout where disagreement exceeds it
+    # Model warmup: K_model extra imagined transitions of the still-pretrained policy at the
+    # switch, started from the K_real real warmup states (`warmup_steps`), so that fewer real
+    # warmup steps are needed.
+    warmup_imagined: int = 0
+
+    def starts_at(self, online_step: int) -> int:
+        """Rollouts in the round at `online_step`; the round at the switch adds the warmup."""
+        extra = -(-self.warmup_imagined // self.horizon_at(0)) if online_step == 0 else 0
+        return self.starts + extra
 
     def horizon_at(self, online_step: int) -> int:
         """Linear schedule from `horizon` to `max_horizon` over the first ramp steps."""
