@@ -19,7 +19,7 @@ demo: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/wsrl-wm demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check wsrl_wm models tests experiments
+	$(VENV)/bin/ruff check .
 
 test: lint
 	WANDB_MODE=disabled OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/python -m pytest -q
