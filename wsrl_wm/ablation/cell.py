@@ -1,0 +1,157 @@
+"""One cell as a resumable unit: its exact command, its log, and `done.json` once it succeeded.
+
+`run_cell` is what every runner executes (a thread here, a Ray task elsewhere), so a cell
+behaves the same under every backend.
+"""
+
+import csv
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from wsrl_wm.ablation.plan import Cell
+from wsrl_wm.errors import WsrlError
+from wsrl_wm.metrics import drift, summarize
+
+DONE = "done.json"
+DEFAULT_DIP_FRACTION = 0.25
+# Curves kept in done.json: the score is required, the probe columns are used when logged.
+CURVE_COLUMNS = {"score": "eval/normalized_score", "q_policy": "probe/q_policy",
+                 "q_data": "probe/q_data", "mc_return": "probe/mc_return",
+                 "td_error": "probe/td_error"}
+
+
+@dataclass
+class CellOutcome:
+    """What a runner reports for a cell: its done.json record, or why it failed."""
+
+    cell: Cell
+    ok: bool
+    seconds: float = 0.0
+    record: dict | None = None
+    error: str = ""
+
+
+def fit_command(cell: Cell) -> list[str]:
+    return [sys.executable, "-m", "wsrl_wm.cli", "fit", *cell.args]
+
+
+def load_done(cell: Cell) -> dict | None:
+    """The cell's done.json, or None if it has not succeeded yet. A record made by a different
+    command is an error: reusing it would report results of another experiment."""
+    path = cell.root / DONE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("args") != list(cell.args):
+        raise WsrlError(f"{cell.root} holds a run with different arguments than this sweep "
+                        "plans (see its command.txt); use another --out or delete that folder")
+    return record
+
+
+def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellOutcome:
+    """Run the cell's fit as a subprocess (env adds to the inherited environment) and, on
+    success, write done.json atomically with its summary and curves."""
+    start = time.monotonic()
+    cell.root.mkdir(parents=True, exist_ok=True)
+    command = fit_command(cell)
+    settings = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
+    write_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
+    log_path = cell.root / "run.log"
+    with open(log_path, "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, env={**os.environ, **env}).returncode
+    try:
+        if code:
+            raise WsrlError(f"fit exited with code {code}")
+        record = {"cell": cell.name, "args": list(cell.args), **describe(cell, dip_window)}
+    except WsrlError as exc:
+        return CellOutcome(cell, False, time.monotonic() - start,
+                           error=f"{exc}; end of {log_path}:\n{log_tail(log_path)}")
+    write_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
+    return CellOutcome(cell, True, time.monotonic() - start, record)
+
+
+def describe(cell: Cell, dip_window: float | None) -> dict:
+    """The done.json payload: the checkpoint of a pretraining, the curves and summary of a
+    fine-tuning."""
+    if cell.phase == "pretrain":
+        checkpoint = cell.root / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file():
+            raise WsrlError(f"the fit wrote no checkpoint at {checkpoint}")
+        return {"checkpoint": str(checkpoint)}
+    curves, online_steps = read_curves(cell.root)
+    window = dip_window_for(dip_window, online_steps)
+    return {"online_steps": online_steps, "dip_window": window,
+            "summary": summarize_curves(curves, window), "curves": curves}
+
+
+def dip_window_for(dip_window: float | None, online_steps: int) -> float:
+    return dip_window if dip_window is not None else DEFAULT_DIP_FRACTION * online_steps
+
+
+def summarize_curves(curves: dict, dip_window: float) -> dict:
+    """`metrics.summarize` of the score curve plus the drift of Q(s, π(s)) on the offline probe
+    (None when the run logged no probe)."""
+    score = curves["score"]
+    summary = summarize(score["online_step"], score["value"], dip_window)
+    probe = curves.get("q_policy")
+    summary["q_offline_drift"] = drift(probe["online_step"], probe["value"]) if probe else None
+    return summary
+
+
+def latest_log_dir(root: Path) -> Path:
+    """The newest csv/version_N of a fit root (a re-run of a cell writes version_N+1)."""
+    versions = [p for p in (root / "csv").glob("version_*") if p.name[8:].isdigit()]
+    if not versions:
+        raise WsrlError(f"no csv/version_* log under {root}")
+    return max(versions, key=lambda p: int(p.name[8:]))
+
+
+def read_curves(root: Path) -> tuple[dict, int]:
+    """Curves against the online step (env_step − warmup_steps, from the saved config) and
+    the run's online_steps."""
+    log_dir = latest_log_dir(root)
+    try:
+        init_args = yaml.safe_load((log_dir / "config.yaml").read_text())["model"]["init_args"]
+        warmup, online_steps = int(init_args["warmup_steps"]), int(init_args["online_steps"])
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise WsrlError(f"cannot read warmup/online steps from {log_dir}/config.yaml: "
+                        f"{exc!r}") from None
+    with open(log_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    curves = {}
+    for name, column in CURVE_COLUMNS.items():
+        points = [(int(float(row["env_step"])) - warmup, float(row[column]))
+                  for row in rows if row.get(column) and row.get("env_step")]
+        if points:
+            steps, values = zip(*points, strict=True)
+            curves[name] = {"online_step": list(steps), "value": list(values)}
+    if "score" not in curves:
+        raise WsrlError(f"{log_dir}/metrics.csv has no {CURVE_COLUMNS['score']} evaluations")
+    return curves, online_steps
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log; progress bars redraw with carriage returns, so those split
+    lines too."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 16_000))
+        text = f.read().decode(errors="replace")
+    kept = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary sibling, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,75 @@
+"""Run a planned sweep: pretraining cells, then fine-tuning cells, skipping finished ones, then
+write the report from every finished cell (also when some failed)."""
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from wsrl_wm.ablation.cell import CellOutcome, load_done
+from wsrl_wm.ablation.plan import Sweep, plan
+from wsrl_wm.ablation.report import write_report
+from wsrl_wm.ablation.runners import LocalRunner, Runner
+from wsrl_wm.errors import WsrlError
+
+WANDB_MODES = ("offline", "online", "disabled")  # as `wsrl-wm fit --wandb_mode`
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did and wrote. `ran` names the cells whose fit was started this time."""
+
+    out: Path
+    outputs: dict[str, Path]
+    table: str
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[CellOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """An explicit mode wins, then $WANDB_MODE, then offline (no network needed)."""
+    mode = mode or os.environ.get("WANDB_MODE") or "offline"
+    if mode not in WANDB_MODES:
+        raise WsrlError(f"wandb mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    return mode
+
+
+def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None = None,
+              log: Callable[[str], None] = print) -> SweepResult:
+    """Plan, run what is not done yet, and report. Cells' fits log to wandb in the same mode."""
+    pretrain, finetune = plan(sweep)
+    mode = resolve_wandb_mode(wandb_mode)
+    runner = runner or LocalRunner()
+    records = {cell.name: load_done(cell) for cell in pretrain + finetune}  # before any run
+    result = SweepResult(Path(sweep.out).resolve(), {}, "",
+                         skipped=[name for name, record in records.items() if record])
+    with runner:
+        for phase, cells in (("pretrain", pretrain), ("fine-tune", finetune)):
+            failed_seeds = {o.cell.seed for o in result.failures if o.cell.phase == "pretrain"}
+            waiting = [cell for cell in cells if records[cell.name] is None]
+            todo = [cell for cell in waiting if cell.seed not in failed_seeds]
+            result.failures += [CellOutcome(cell, False, error=f"not run: pretrain_seed"
+                                            f"{cell.seed} failed")
+                                for cell in waiting if cell.seed in failed_seeds]
+            blocked = len(waiting) - len(todo)
+            log(f"{phase}: {len(todo)} cell(s) to run, {len(cells) - len(waiting)} already done"
+                + (f", {blocked} blocked by a failed pretraining" if blocked else ""))
+            for i, outcome in enumerate(runner.run(todo, {"WANDB_MODE": mode},
+                                                   sweep.dip_window), start=1):
+                result.ran.append(outcome.cell.name)
+                log(f"  [{i}/{len(todo)}] {'ok  ' if outcome.ok else 'FAIL'} "
+                    f"{outcome.cell.name} ({outcome.seconds:.0f} s)")
+                if outcome.ok:
+                    records[outcome.cell.name] = outcome.record
+                else:
+                    result.failures.append(outcome)
+    runs = [(cell, records[cell.name]) for cell in finetune if records[cell.name]]
+    result.out.mkdir(parents=True, exist_ok=True)
+    result.outputs, result.table = write_report(result.out, runs, sweep.dip_window, mode,
+                                                config=asdict(sweep))
+    return result
