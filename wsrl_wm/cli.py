@@ -1,19 +1,11 @@
 """`wsrl-wm` console script: `collect` datasets, `fit` (LightningCLI), and the `demo` main job."""
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
 
 from wsrl_wm.errors import WsrlError
-
-DEMO_ENV = "Hopper-v5"
-
-
-def cache_dir() -> Path:
-    """Generated datasets are cached here ($WSRL_WM_CACHE or ~/.cache/wsrl-wm)."""
-    return Path(os.environ.get("WSRL_WM_CACHE", Path.home() / ".cache" / "wsrl-wm"))
 
 
 def collect_command(argv: list[str]) -> None:
@@ -37,16 +29,15 @@ def collect_command(argv: list[str]) -> None:
 
 
 def demo_command(argv: list[str]) -> None:
-    from wsrl_wm.collect import collect
+    from wsrl_wm.demo import run_demo
 
     parser = argparse.ArgumentParser(
-        prog="wsrl-wm demo", description="Collect, pretrain and fine-tune on Hopper-v5.")
-    parser.parse_args(argv)
-    dataset = cache_dir() / "hopper-v5-random-5k-seed0.hdf5"
-    if not dataset.exists():
-        collect(DEMO_ENV, "random", 5_000, 0, str(dataset))
-    print(f"dataset: {dataset}")
-    print("pretrain and fine-tune are not built yet (issues 3-5); the demo stops after the data.")
+        prog="wsrl-wm demo",
+        description="Collect, pretrain, and fine-tune with r = 0, r = 0.25 and no warmup.")
+    parser.add_argument("--out", default="runs/demo", help="output folder")
+    parser.add_argument("--workers", type=int, default=None, help="parallel fine-tune runs")
+    args = parser.parse_args(argv)
+    run_demo(Path(args.out), args.workers)
 
 
 def fit_command(argv: list[str]) -> None:
