@@ -144,11 +144,19 @@ def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopp
                   "--model.dataset", hopper_dataset, cwd=tmp_path)
     assert pre.returncode == 0, pre.stderr[-2000:]
     assert (tmp_path / "runs/smoke/pretrain/checkpoints/last.ckpt").is_file()
-    fine = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"), cwd=tmp_path)
+    fine = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
+                   "--model.dip_window", "30", cwd=tmp_path)
     assert fine.returncode == 0, fine.stderr[-2000:]
     rows = read_csv(tmp_path / "runs/smoke/finetune/csv/version_0/metrics.csv")
-    evals = [int(r["env_step"]) for r in rows if r["eval/normalized_score"]]
-    assert evals == [50, 65, 80]  # at the switch, then every 15 online steps
+    evals = [r for r in rows if r["eval/normalized_score"]]
+    assert [int(r["env_step"]) for r in evals] == [50, 65, 80]  # the switch, then every 15
+    scores = [float(r["eval/normalized_score"]) for r in evals]
+    last = evals[-1]
+    assert float(last["unlearning/s0"]) == pytest.approx(scores[0])
+    assert float(last["unlearning/dip"]) == pytest.approx(max(0.0, scores[0] - min(scores)))
+    recovered = [step for step, score in ((15, scores[1]), (30, scores[2])) if score >= scores[0]]
+    assert (last.get("unlearning/recovery_step", "") == "") == (not recovered)
+    assert float(last["unlearning/forgetting"]) == float(not recovered)
     losses = [float(r["train/critic_loss"]) for r in rows if r["train/critic_loss"]]
     assert losses and np.all(np.isfinite(losses))
     imagined = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),

@@ -22,6 +22,7 @@ from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning.checkpoint import load_pretrained, submodule_state
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
 from wsrl_wm.lightning.offline_data import load_offline_tensors
+from wsrl_wm.metrics import summarize
 from wsrl_wm.world_model import RolloutConfig, WorldModel, WorldModelConfig, branched_rollout
 from wsrl_wm.world_model.train import one_step_error
 
@@ -41,7 +42,7 @@ class FinetuneModule(LightningModule):
                  retain_offline_ratio: float = 0.0, offline_dataset: str | None = None,
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
-                 seed: int = 0):
+                 dip_window: int | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
@@ -77,6 +78,8 @@ class FinetuneModule(LightningModule):
             self.terminated = termination_fn(self.env_name)
         self.env_step = 0
         self.last_eval: dict = {}
+        self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
+        self.dip_window = online_steps // 4 if dip_window is None else dip_window
         self.sampler = torch.Generator().manual_seed(seed)
 
     @staticmethod
@@ -219,8 +222,22 @@ class FinetuneModule(LightningModule):
         probe = {k: v.to(self.device) for k, v in self.probe.items()}
         latest = self.buffer.latest(len(probe["rewards"]))
         latest = {k: v.to(self.device) for k, v in latest.items()}
-        log_at_env_step(self, {**self.last_eval, **q_diagnostics(self.agent, probe, "probe"),
+        log_at_env_step(self, {**self.last_eval, **self.unlearning_so_far(),
+                               **q_diagnostics(self.agent, probe, "probe"),
                                **q_diagnostics(self.agent, latest, "online")}, self.env_step)
+
+    def unlearning_so_far(self) -> dict[str, float]:
+        """S0, dip, recovery (or not yet: `unlearning/forgetting` = 1) of the curve so far."""
+        steps, scores = self.score_curve
+        steps.append(self.env_step - self.hparams.warmup_steps)
+        scores.append(self.last_eval["eval/normalized_score"])
+        summary = summarize(steps, scores, self.dip_window)
+        metrics = {"unlearning/s0": summary["s0"], "unlearning/dip": summary["dip"],
+                   "unlearning/forgetting": float(summary["forgot"]),
+                   "unlearning/auc": summary["auc"]}
+        if not summary["forgot"]:
+            metrics["unlearning/recovery_step"] = summary["recovery_step"]
+        return metrics
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["probe"] = self.probe
