@@ -44,7 +44,8 @@ def run_demo(out: Path, workers: int | None = None) -> None:
     sweep = Sweep(str(CONFIGS / "pretrain.yaml"), str(CONFIGS / "finetune.yaml"),
                   str(demo_dataset()), out=str(out), ratios=(0.0, 0.25), seeds=(0,),
                   baselines=("no_warmup",))
-    result = run_sweep(sweep, make_runner("local", workers=workers))
+    # One process per fine-tune cell (one torch thread each): faster than queueing the third.
+    result = run_sweep(sweep, make_runner("local", workers=workers or 3))
     print(result.table)
     for name, path in result.outputs.items():
         print(f"{name}: {path}")
