@@ -42,17 +42,20 @@ class FinetuneModule(LightningModule):
                  retain_offline_ratio: float = 0.0, offline_dataset: str | None = None,
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
-                 dip_window: int | None = None, seed: int = 0):
+                 dip_window: int | None = None, env: str | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
-                            offline_dataset, rollout)
+                            offline_dataset, rollout, buffer_capacity)
         self.save_hyperparameters()
         self.automatic_optimization = False
         ckpt = load_pretrained(pretrained)
         pre = ckpt["hyper_parameters"]
         self.env_name = ckpt["env"]
         obs_dim, act_dim = env_dims(self.env_name)
+        if env is not None and env_dims(env) != (obs_dim, act_dim):
+            raise WsrlError(f"{pretrained} was pretrained on {self.env_name!r}, which does not "
+                            f"match env {env!r}; pretrain on {env!r} first")
         self.agent = self._online_agent(CQLConfig(**ckpt["agent_config"]), obs_dim, act_dim)
         self.agent.load_state_dict(submodule_state(ckpt["state_dict"], "agent", self.agent))
         self.optimizer_names = list(self.agent.make_optimizers())
@@ -84,7 +87,7 @@ class FinetuneModule(LightningModule):
 
     @staticmethod
     def _check_options(warmup_steps, online_steps, utd, batch_size, retain_ratio, dataset,
-                       rollout: RolloutConfig):
+                       rollout: RolloutConfig, buffer_capacity: int):
         if utd <= 0:
             raise WsrlError(f"utd must be a positive integer, got {utd}")
         if batch_size % utd:
@@ -92,6 +95,10 @@ class FinetuneModule(LightningModule):
         if warmup_steps < 0 or online_steps <= 0:
             raise WsrlError(f"need warmup_steps >= 0 and online_steps > 0, got "
                             f"{warmup_steps}, {online_steps}")
+        if warmup_steps > buffer_capacity:
+            raise WsrlError(f"warmup_steps {warmup_steps} exceed buffer_capacity "
+                            f"{buffer_capacity}: the warmup data would be overwritten before "
+                            f"training starts; raise buffer_capacity or shorten the warmup")
         for name, ratio in (("retain_offline_ratio", retain_ratio), ("rollout.ratio",
                                                                      rollout.ratio)):
             if not 0.0 <= ratio <= 1.0:
