@@ -60,6 +60,10 @@ def fit_command(argv: list[str]) -> None:
             kwargs["callbacks"] = [*(config.trainer.callbacks or []), *default_callbacks(root)]
             return super().instantiate_trainer(**kwargs)
 
+    if not any(arg.startswith("--weights_only") for arg in argv):
+        # Resume checkpoints hold the run's own state (RNG states, configs), not only tensors;
+        # they are files the user's run wrote, so full unpickling is the intended use.
+        argv = [*argv, "--weights_only", "false"]
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     WsrlCLI(LightningModule, subclass_mode_model=True, args=["fit", *argv],
             trainer_defaults={"max_epochs": 1, "enable_model_summary": False},

@@ -4,9 +4,15 @@ Under manual optimisation Lightning's global_step counts optimiser steps (three 
 update), so every curve here is logged with the env-step count as its step instead.
 """
 
+import csv
+import itertools
+import os
+from pathlib import Path
+
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import TQDMProgressBar
+from torch.utils.data import IterableDataset
 
 
 def log_at_env_step(module: LightningModule, metrics: dict, env_step: int) -> None:
@@ -17,8 +23,42 @@ def log_at_env_step(module: LightningModule, metrics: dict, env_step: int) -> No
         logger.log_metrics(plain, step=env_step)
 
 
+def write_csv_atomically(path: Path, rows: list[dict]) -> None:
+    """The whole table, rewritten through a temporary file: a resumed run rewrites it from its
+    checkpointed history, so no row is ever duplicated or half-written."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class EnvSteps(IterableDataset):
+    """Endless ticks for loops whose budget is counted in env steps by the module itself."""
+
+    def __iter__(self):
+        return itertools.count()
+
+
 class EnvStepProgressBar(TQDMProgressBar):
-    """Shows the module's `progress_metrics()` (env step, phase, last eval), not loss/v_num."""
+    """Shows the module's `progress_metrics()` (env step, phase, last eval), not loss/v_num,
+    and counts env steps when the module has an env-step budget."""
 
     def get_metrics(self, trainer, pl_module) -> dict:
         return pl_module.progress_metrics() if hasattr(pl_module, "progress_metrics") else {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if hasattr(pl_module, "total_env_steps"):
+            self.train_progress_bar.reset(total=pl_module.total_env_steps)
+            self.train_progress_bar.update(pl_module.env_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not hasattr(pl_module, "total_env_steps"):
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if pl_module.env_step % self.refresh_rate == 0 or trainer.should_stop:
+            self.train_progress_bar.n = pl_module.env_step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

@@ -7,6 +7,7 @@ the env-step count.
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,10 +18,11 @@ from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.data import ReplayBuffer
 from wsrl_wm.diagnostics import q_diagnostics
 from wsrl_wm.envs import env_dims, make_env, termination_fn
+from wsrl_wm.envs.state import get_env_state, set_env_state
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning.checkpoint import load_pretrained, submodule_state
-from wsrl_wm.lightning.env_step_logging import log_at_env_step
+from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import summarize
 from wsrl_wm.world_model import RolloutConfig, WorldModel, WorldModelConfig, branched_rollout
@@ -42,7 +44,8 @@ class FinetuneModule(LightningModule):
                  retain_offline_ratio: float = 0.0, offline_dataset: str | None = None,
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
-                 dip_window: int | None = None, env: str | None = None, seed: int = 0):
+                 dip_window: int | None = None, checkpoint_interval: int = 10_000,
+                 env: str | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
@@ -82,7 +85,10 @@ class FinetuneModule(LightningModule):
         self.env_step = 0
         self.last_eval: dict = {}
         self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
+        self.evaluations: list[dict] = []  # every evaluation's metrics, also in evaluations.csv
+        self._resumed: dict | None = None
         self.dip_window = online_steps // 4 if dip_window is None else dip_window
+        self.checkpoint_interval = checkpoint_interval  # env steps between resumable checkpoints
         self.sampler = torch.Generator().manual_seed(seed)
 
     @staticmethod
@@ -144,13 +150,58 @@ class FinetuneModule(LightningModule):
         return list(optimizers.values())
 
     def train_dataloader(self) -> DataLoader:
-        total = self.hparams.warmup_steps + self.hparams.online_steps
-        return DataLoader(range(total - self.env_step), batch_size=None)
+        """An endless tick: the env-step budget, not the data, ends the run (and a resumed run
+        restarts the ticks while `env_step` carries on)."""
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG
+        # when iteration starts, which would shift the agent's random stream on resume.
+        return DataLoader(EnvSteps(), batch_size=None, generator=torch.Generator())
+
+    @property
+    def total_env_steps(self) -> int:
+        return self.hparams.warmup_steps + self.hparams.online_steps
 
     def on_fit_start(self) -> None:
         self.train_env = make_env(self.env_name, self.hparams.seed)
         self.obs, _ = self.train_env.reset(seed=self.hparams.seed)
         self.episode_return = 0.0
+        if self._resumed is not None:
+            set_env_state(self.train_env, self._resumed["env"])
+            self.obs, self.episode_return = self._resumed["obs"], self._resumed["episode_return"]
+            self._resumed = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.env_step >= self.total_env_steps:
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Everything a killed run needs to continue exactly: buffers, counters, the episode in
+        progress (the env's physics included) and every random stream."""
+        checkpoint["probe"] = self.probe
+        checkpoint["online_state"] = {
+            "env_step": self.env_step, "obs": self.obs, "episode_return": self.episode_return,
+            "env": get_env_state(self.train_env), "buffer": self.buffer.state_dict(),
+            "model_buffer": None if self.model_buffer is None else self.model_buffer.state_dict(),
+            "sampler": self.sampler.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "last_eval": self.last_eval, "score_curve": self.score_curve,
+            "evaluations": self.evaluations,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("online_state")
+        if state is None:
+            raise WsrlError("this checkpoint has no fine-tuning state to resume; to start "
+                            "fine-tuning from a pretraining checkpoint use model.pretrained")
+        self.env_step, self.last_eval = state["env_step"], state["last_eval"]
+        self.score_curve, self.evaluations = state["score_curve"], state["evaluations"]
+        self.buffer.load_state_dict(state["buffer"])
+        if self.model_buffer is not None and state["model_buffer"] is not None:
+            self.model_buffer.load_state_dict(state["model_buffer"])
+        self.sampler.set_state(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._resumed = state  # the env exists only from on_fit_start on
 
     def training_step(self, batch, batch_idx: int) -> None:
         online = self.env_step - self.hparams.warmup_steps  # < 0 during the warmup
@@ -229,9 +280,13 @@ class FinetuneModule(LightningModule):
         probe = {k: v.to(self.device) for k, v in self.probe.items()}
         latest = self.buffer.latest(len(probe["rewards"]))
         latest = {k: v.to(self.device) for k, v in latest.items()}
-        log_at_env_step(self, {**self.last_eval, **self.unlearning_so_far(),
-                               **q_diagnostics(self.agent, probe, "probe"),
-                               **q_diagnostics(self.agent, latest, "online")}, self.env_step)
+        metrics = {**self.last_eval, **self.unlearning_so_far(),
+                   **q_diagnostics(self.agent, probe, "probe"),
+                   **q_diagnostics(self.agent, latest, "online")}
+        log_at_env_step(self, metrics, self.env_step)
+        self.evaluations.append({"env_step": self.env_step, **metrics})
+        write_csv_atomically(Path(self.trainer.default_root_dir) / "evaluations.csv",
+                             self.evaluations)
 
     def unlearning_so_far(self) -> dict[str, float]:
         """S0, dip, recovery (or not yet: `unlearning/forgetting` = 1) of the curve so far."""
@@ -246,8 +301,6 @@ class FinetuneModule(LightningModule):
             metrics["unlearning/recovery_step"] = summary["recovery_step"]
         return metrics
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["probe"] = self.probe
 
     def progress_metrics(self) -> dict:
         phase = "warmup" if self.env_step < self.hparams.warmup_steps else "online"

@@ -27,8 +27,25 @@ def default_loggers(root: Path, wandb_mode: str, wandb_project: str) -> list[Log
     return loggers
 
 
+class EnvStepCheckpoint(Callback):
+    """Every `checkpoint_interval` env steps of a module that has one, rewrite
+    `<root>/checkpoints/last.ckpt` atomically (temp file, then rename), so a run killed at any
+    moment resumes from its last complete checkpoint with `--ckpt_path last`."""
+
+    def __init__(self, root: Path):
+        self.path = root / "checkpoints" / "last.ckpt"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        interval = getattr(pl_module, "checkpoint_interval", None)
+        if interval and pl_module.env_step % interval == 0:
+            tmp = self.path.with_name(".resume.tmp")
+            trainer.save_checkpoint(tmp)
+            os.replace(tmp, self.path)
+
+
 def default_callbacks(root: Path) -> list[Callback]:
-    """Env-step progress bar and `<root>/checkpoints/last.ckpt` (what fine-tuning restores)."""
-    return [EnvStepProgressBar(),
+    """Env-step progress bar, periodic env-step checkpoints, and `<root>/checkpoints/last.ckpt`
+    at the end (what fine-tuning restores)."""
+    return [EnvStepProgressBar(), EnvStepCheckpoint(root),
             ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0,
                             enable_version_counter=False)]
