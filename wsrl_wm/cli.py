@@ -1,8 +1,10 @@
 """`wsrl-wm` console script: `collect` datasets, `fit` (LightningCLI), and the `demo` main job."""
 
 import argparse
+import re
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 from wsrl_wm.errors import WsrlError
@@ -52,6 +54,11 @@ def fit_command(argv: list[str]) -> None:
             parser.add_argument("--wandb_mode", default="offline", choices=WANDB_MODES)
             parser.add_argument("--wandb_project", default="wsrl-wm")
 
+        def _parse_ckpt_path(self) -> None:
+            """LightningCLI would re-read the model's hyper-parameters from a --ckpt_path file
+            with a weights-only load, which our run-state checkpoints do not allow; the config
+            on the command line already defines the run, so nothing is merged."""
+
         def instantiate_trainer(self, **kwargs):
             config = self.config_init[self.subcommand]
             root = Path(config.trainer.default_root_dir or "runs/default")
@@ -65,9 +72,31 @@ def fit_command(argv: list[str]) -> None:
         # they are files the user's run wrote, so full unpickling is the intended use.
         argv = [*argv, "--weights_only", "false"]
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    WsrlCLI(LightningModule, subclass_mode_model=True, args=["fit", *argv],
-            trainer_defaults={"max_epochs": 1, "enable_model_summary": False},
-            save_config_kwargs={"overwrite": True})
+    try:
+        WsrlCLI(LightningModule, subclass_mode_model=True, args=["fit", *argv],
+                trainer_defaults={"max_epochs": 1, "enable_model_summary": False},
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False})
+    except ArgumentError as exc:
+        raise WsrlError(config_error_line(str(exc))) from None
+
+
+def config_error_line(message: str) -> str:
+    """One line out of jsonargparse's multi-line report (usage, union subtypes, values)."""
+    for pattern, template in (
+            (r"Option '([^']+)' is not accepted", "unknown model option '{}'"),
+            (r'Key "([^"]+)" is not expected', "unknown config key '{}'"),
+            (r"(?i)unrecognized arguments: (.+)", "unrecognised arguments '{}'")):
+        found = re.search(pattern, message)
+        if found:
+            return f"{template.format(found[1].strip())}; see `wsrl-wm fit --help`"
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    lines = [line.strip(" -") for line in message.splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(
+        ("Parser key", "Does not validate", "Subtypes", "Errors", "Given value", "Problem with",
+         "Expected a <class 'NoneType'>"))]
+    where = ".".join(dict.fromkeys(keys)) or "configuration"
+    return f"invalid {where}: {reasons[0] if reasons else lines[0]}"
 
 
 COMMANDS = {"collect": collect_command, "fit": fit_command, "demo": demo_command}
