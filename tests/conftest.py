@@ -80,7 +80,8 @@ def fit_module(module, root: Path, callbacks=()):
 
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)
     trainer = Trainer(max_epochs=1, logger=CSVLogger(root, name="csv"), enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[*callbacks, checkpoint])
+                      enable_model_summary=False, callbacks=[*callbacks, checkpoint],
+                      default_root_dir=root)
     trainer.fit(module)
     return trainer
 

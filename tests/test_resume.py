@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fit_module
+
+from wsrl_wm.lightning import FinetuneModule
+from wsrl_wm.world_model import RolloutConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("--model.warmup_steps", "200", "--model.online_steps", "300", "--model.eval_interval",
@@ -79,3 +83,18 @@ def test_killed_run_resumes_exactly(pretrained, reference, tmp_path, kill_at):
                       reference)
     rows = (tmp_path / "evaluations.csv").read_text().strip().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["200", "300", "400", "500"]
+
+
+def test_same_config_and_seed_give_the_same_curves(pretrained, tmp_path):
+    runs = []
+    for name in ("first", "second"):
+        torch.manual_seed(0)
+        module = FinetuneModule(pretrained, warmup_steps=30, online_steps=20, utd=2,
+                                batch_size=32, eval_interval=10, eval_episodes=1,
+                                rollout=RolloutConfig(ratio=0.5, interval=5, starts=16))
+        fit_module(module, tmp_path / name)
+        runs.append(module)
+    first, second = runs
+    assert len(first.evaluations) == 3 and first.evaluations == second.evaluations
+    for key, value in first.agent.state_dict().items():
+        assert torch.equal(value, second.agent.state_dict()[key]), key
