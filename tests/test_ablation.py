@@ -45,23 +45,22 @@ WARMUP, ONLINE = 100, 40
 
 def fake_cell(root: Path, scores: list[float], q_policy: list[float] | None = None,
               variant: str = "wsrl", ratio: float = 0.0, seed: int = 0) -> Cell:
-    """A fine-tune cell folder as a fit leaves it: an older csv/version_0 to be ignored, and
-    csv/version_1 with evaluations every 10 online steps between training-only rows."""
-    stale = root / "csv" / "version_0"
-    stale.mkdir(parents=True)
-    (stale / "metrics.csv").write_text("env_step,eval/normalized_score\n100,999\n")
-    log_dir = root / "csv" / "version_1"
-    log_dir.mkdir()
-    config = {"model": {"init_args": {"warmup_steps": WARMUP, "online_steps": ONLINE}}}
-    (log_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    columns = ["env_step", "eval/normalized_score", "train/critic_loss"]
+    """A fine-tune cell folder as a fit leaves it: the config in the newest of two
+    csv/version_N logs (an older one with a stale config to be ignored) and the evaluation
+    history, every 10 online steps, in evaluations.csv."""
+    for version, warmup in ((0, 999), (1, WARMUP)):
+        log_dir = root / "csv" / f"version_{version}"
+        log_dir.mkdir(parents=True)
+        config = {"model": {"init_args": {"warmup_steps": warmup, "online_steps": ONLINE}}}
+        (log_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    columns = ["env_step", "eval/normalized_score", "eval/return"]
     columns += ["probe/q_policy"] if q_policy else []
-    with open(log_dir / "metrics.csv", "w", newline="") as f:
+    with open(root / "evaluations.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for i, score in enumerate(scores):
-            writer.writerow([WARMUP + 10 * i, score, ""] + ([q_policy[i]] if q_policy else []))
-            writer.writerow([WARMUP + 10 * i + 5, "", 0.5] + ([""] if q_policy else []))
+            writer.writerow([WARMUP + 10 * i, score, 3 * score]
+                            + ([q_policy[i]] if q_policy else []))
     return Cell(root.name, "finetune", variant, ratio, seed, root, ())
 
 

@@ -118,7 +118,9 @@ def latest_log_dir(root: Path) -> Path:
 
 def read_curves(root: Path) -> tuple[dict, int]:
     """Curves against the online step (env_step − warmup_steps, from the saved config) and
-    the run's online_steps."""
+    the run's online_steps. They come from `evaluations.csv`, the fit's whole evaluation
+    history (rewritten from its checkpoint, so complete and without repeats after a resume),
+    not from one csv/version_N log."""
     log_dir = latest_log_dir(root)
     try:
         init_args = yaml.safe_load((log_dir / "config.yaml").read_text())["model"]["init_args"]
@@ -126,7 +128,10 @@ def read_curves(root: Path) -> tuple[dict, int]:
     except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
         raise WsrlError(f"cannot read warmup/online steps from {log_dir}/config.yaml: "
                         f"{exc!r}") from None
-    with open(log_dir / "metrics.csv", newline="") as f:
+    history = root / "evaluations.csv"
+    if not history.is_file():
+        raise WsrlError(f"the fit wrote no evaluation history at {history}")
+    with open(history, newline="") as f:
         rows = list(csv.DictReader(f))
     curves = {}
     for name, column in CURVE_COLUMNS.items():
@@ -136,7 +141,7 @@ def read_curves(root: Path) -> tuple[dict, int]:
             steps, values = zip(*points, strict=True)
             curves[name] = {"online_step": list(steps), "value": list(values)}
     if "score" not in curves:
-        raise WsrlError(f"{log_dir}/metrics.csv has no {CURVE_COLUMNS['score']} evaluations")
+        raise WsrlError(f"{history} has no {CURVE_COLUMNS['score']} evaluations")
     return curves, online_steps
 
 
