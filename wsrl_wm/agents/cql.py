@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from models import LogScalar
-from wsrl_wm.agents.sac import SAC, Batch, SACConfig
+from wsrl_wm.agents.sac import SAC, Batch, Optimizers, SACConfig, check_finite
 
 
 @dataclass
@@ -36,7 +36,7 @@ class CQL(SAC):
         super().__init__(obs_dim, act_dim, config or CQLConfig())
         self.cql_log_alpha = LogScalar(1.0) if self.config.cql_lagrange else None
 
-    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def make_optimizers(self) -> Optimizers:
         optimizers = super().make_optimizers()
         if self.cql_log_alpha is not None:
             optimizers["cql_alpha"] = torch.optim.Adam(self.cql_log_alpha.parameters(),
@@ -95,14 +95,15 @@ class CQL(SAC):
         ood = torch.logsumexp(torch.cat(candidates, -1) / c.cql_temperature, -1)
         return (ood * c.cql_temperature - q_data).mean(dim=1)
 
-    def update(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-        info = super().update(batch, optimizers)
+    def update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
+        info = super().update_steps(batch, optimizers)
         if self.cql_log_alpha is not None:
             # Lagrange dual: raise α while the (last critic step's) gap exceeds the target.
             gap_excess = info["cql_gap"] - self.config.cql_target_action_gap
             loss = -self.cql_log_alpha().clamp(0.0, 1e6) * gap_excess
             optimizers["cql_alpha"].zero_grad(set_to_none=True)
             loss.backward()
+            check_finite(cql_alpha=loss.item())
             optimizers["cql_alpha"].step()
         return info
 

@@ -1,8 +1,14 @@
 """SAC with a critic ensemble, as WSRL uses online (and our collector uses to train behaviour
 policies): REDQ-style target = min over a random subset of target critics, UTD k critic steps on
-k slices of the batch with a target update after each, then one actor + temperature step."""
+k slices of the batch with a target update after each, then one actor + temperature step.
+
+Every loss is checked to be finite before its optimiser step (one host sync per critic step, one
+for actor + temperature), so the parameters never train on NaN: the update stops with a
+DivergenceError or, with `on_nonfinite="skip"`, is undone as a whole."""
 
 import copy
+import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -10,8 +16,11 @@ import torch
 from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
+from wsrl_wm.errors import DivergenceError, WsrlError
 
 Batch = dict[str, torch.Tensor]
+Optimizers = dict[str, torch.optim.Optimizer]
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 @dataclass
@@ -33,6 +42,15 @@ class SACConfig:
     target_entropy: float | None = None  # None → −|A|
     backup_entropy: bool = False  # WSRL: no entropy term in the Bellman target
     utd: int = 1
+    on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
+    q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
+
+    def __post_init__(self) -> None:
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise WsrlError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got "
+                            f"{self.on_nonfinite!r}")
+        if not self.q_bound > 0:
+            raise WsrlError(f"q_bound must be positive, got {self.q_bound}")
 
 
 class SAC(nn.Module):
@@ -47,8 +65,10 @@ class SAC(nn.Module):
         self.temperature = LogScalar(config.initial_temperature)
         self.target_entropy = (-float(act_dim) if config.target_entropy is None
                                else config.target_entropy)
+        self.skipped_updates = 0  # updates undone for a non-finite loss (on_nonfinite="skip")
+        self.q_bound_warned = False
 
-    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def make_optimizers(self) -> Optimizers:
         c = self.config
         return {
             "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr),
@@ -77,7 +97,8 @@ class SAC(nn.Module):
     def td_loss(self, q: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
         """Mean squared Bellman error of the critics' Q(s, a_data) = `q` [N, B]."""
         loss = (q - self.td_target(batch)).pow(2).mean()
-        return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
+        return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean(),
+                      "q_abs_max": q.detach().abs().max()}
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(actor loss, log π of the sampled actions, info); critics get no gradient here."""
@@ -99,7 +120,25 @@ class SAC(nn.Module):
         with torch.no_grad():
             torch._foreach_lerp_(target, online, self.config.tau)
 
-    def update(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    def update(self, batch: Batch, optimizers: Optimizers) -> dict:
+        """One update on `batch`. A non-finite loss raises DivergenceError before its step
+        ("stop"), or undoes the whole update ("skip": costs a copy of the parameters and
+        optimiser moments per update, so only that mode pays it)."""
+        if self.config.on_nonfinite == "stop":
+            return self.update_steps(batch, optimizers)
+        saved = self.save_state(optimizers)
+        try:
+            info = self.update_steps(batch, optimizers)
+        except DivergenceError as error:
+            self.load_state(saved, optimizers)
+            self.skipped_updates += 1
+            if self.skipped_updates == 1:
+                warnings.warn(f"{error}: update skipped (on_nonfinite='skip'); later skips are "
+                              "only counted in skipped_updates", RuntimeWarning, stacklevel=2)
+            info = {}
+        return {**info, "skipped_updates": float(self.skipped_updates)}
+
+    def update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
         """UTD k: k critic steps on k slices of `batch`, then one actor + temperature step."""
         info: dict = {}
         for part in split_batch(batch, self.config.utd):
@@ -111,20 +150,65 @@ class SAC(nn.Module):
         loss, info = self.critic_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss_value, q_abs_max = torch.stack([loss.detach(), info["q_abs_max"]]).tolist()
+        check_finite(critic=loss_value)
+        self.warn_if_q_explodes(q_abs_max)
         optimizer.step()
         self.update_target()
         return info
 
-    def actor_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    def actor_step(self, batch: Batch, optimizers: Optimizers) -> dict:
+        """The temperature loss only needs the (detached) log π, so both losses are checked
+        with one host sync before either step."""
         actor_loss, log_prob, info = self.actor_loss(batch)
+        temperature_loss, temperature_info = self.temperature_loss(log_prob)
         optimizers["actor"].zero_grad(set_to_none=True)
         actor_loss.backward()
-        optimizers["actor"].step()
-        temperature_loss, temperature_info = self.temperature_loss(log_prob)
         optimizers["temperature"].zero_grad(set_to_none=True)
         temperature_loss.backward()
+        actor_value, temperature_value = torch.stack([actor_loss.detach(),
+                                                      temperature_loss.detach()]).tolist()
+        check_finite(actor=actor_value, temperature=temperature_value)
+        optimizers["actor"].step()
         optimizers["temperature"].step()
         return {**info, **temperature_info}
+
+    def warn_if_q_explodes(self, q_abs_max: float) -> None:
+        """Reported once per agent; training goes on (the critic may still recover)."""
+        if q_abs_max > self.config.q_bound and not self.q_bound_warned:
+            self.q_bound_warned = True
+            warnings.warn(f"Q-values reached |Q| = {q_abs_max:.3g}, beyond q_bound = "
+                          f"{self.config.q_bound:.3g}: the critic may be diverging",
+                          RuntimeWarning, stacklevel=2)
+
+    def save_state(self, optimizers: Optimizers) -> tuple[dict, list[dict]]:
+        """Copies of the parameters, buffers and optimiser moments, to undo an update."""
+        params = {key: value.clone() for key, value in self.state_dict().items()}
+        moments = [{param: {key: clone(value) for key, value in state.items()}
+                    for param, state in optimizer.state.items()}
+                   for optimizer in optimizers.values()]
+        return params, moments
+
+    def load_state(self, saved: tuple[dict, list[dict]], optimizers: Optimizers) -> None:
+        """Back to `save_state`'s copies; optimiser state is changed in place, because
+        Lightning's optimiser wrappers share the wrapped optimiser's `state` dict."""
+        params, moments = saved
+        self.load_state_dict(params)
+        for optimizer, state in zip(optimizers.values(), moments, strict=True):
+            optimizer.state.clear()
+            optimizer.state.update(state)
+
+
+def check_finite(**losses: float) -> None:
+    """Raise DivergenceError naming the first non-finite loss (none is stepped on)."""
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            raise DivergenceError(f"{name} loss became {'NaN' if math.isnan(value) else value}")
+
+
+def clone(value):
+    """A copy of one optimiser-state entry (tensors are updated in place by the step)."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def split_batch(batch: Batch, parts: int) -> list[Batch]:

@@ -22,6 +22,7 @@ from wsrl_wm.envs.state import get_env_state, set_env_state
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning.checkpoint import load_pretrained, submodule_state
+from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import summarize
@@ -45,7 +46,7 @@ class FinetuneModule(LightningModule):
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
                  dip_window: int | None = None, checkpoint_interval: int = 10_000,
-                 env: str | None = None, seed: int = 0):
+                 on_nonfinite: str | None = None, env: str | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
@@ -125,6 +126,8 @@ class FinetuneModule(LightningModule):
         shared = {f.name: getattr(pretrained_config, f.name)
                   for f in dataclasses.fields(SACConfig)}
         shared.update(utd=self.hparams.utd, backup_entropy=False)
+        if self.hparams.on_nonfinite is not None:  # else the pretraining's choice
+            shared["on_nonfinite"] = self.hparams.on_nonfinite
         if self.hparams.online_cql_alpha > 0:
             config = dataclasses.replace(pretrained_config, **shared,
                                          cql_alpha=self.hparams.online_cql_alpha)
@@ -208,12 +211,15 @@ class FinetuneModule(LightningModule):
         if online == 0:
             self.run_evaluation()  # S0: the score at the switch, before any online update
         if self.world_model is not None and online >= 0 and online % self.rollout.interval == 0:
-            self.imagine(online)
+            with stop_on_divergence(self, f"env step {self.env_step} (model rollouts)"):
+                self.imagine(online)
         self.act_and_store()
         info = {}
         if online >= 0:
             optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
-            info = self.agent.update(self.sample_batch(), optimizers)
+            with stop_on_divergence(self, f"env step {self.env_step} (online update "
+                                          f"{online + 1})"):
+                info = self.agent.update(self.sample_batch(), optimizers)
         self.env_step += 1
         online += 1
         if online > 0 and (online % self.hparams.eval_interval == 0
@@ -253,7 +259,8 @@ class FinetuneModule(LightningModule):
         transitions, stats = branched_rollout(
             self.world_model, self.agent.actor, starts.to(self.device),
             self.rollout.horizon_at(online_step), self.terminated,
-            self.rollout.uncertainty_threshold, self.sampler)
+            self.rollout.uncertainty_threshold, self.sampler,
+            self.agent.config.on_nonfinite == "skip")  # skip: drop non-finite rollouts
         if len(transitions["rewards"]):
             self.model_buffer.add(transitions)
         log_at_env_step(self, {**metrics, **stats}, self.env_step)

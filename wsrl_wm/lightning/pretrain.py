@@ -10,6 +10,7 @@ from wsrl_wm.agents import CQL, CQLConfig
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
+from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
 from wsrl_wm.lightning.offline_data import RandomBatches, load_offline_tensors
 from wsrl_wm.world_model import WorldModel, WorldModelConfig, train_world_model
@@ -76,8 +77,9 @@ class PretrainModule(LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
-        info = self.agent.update(batch, optimizers)
         step = batch_idx + 1
+        with stop_on_divergence(self, f"pretraining update {step}"):
+            info = self.agent.update(batch, optimizers)
         if step % self.hparams.log_interval == 0:
             log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:

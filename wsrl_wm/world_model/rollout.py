@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from models import TanhGaussianActor
+from wsrl_wm.errors import DivergenceError
 from wsrl_wm.world_model.model import WorldModel
 
 
@@ -49,35 +50,51 @@ class RolloutConfig:
 def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_obs: torch.Tensor,
                      horizon: int, terminated: Callable[[torch.Tensor], torch.Tensor],
                      uncertainty_threshold: float | None = None,
-                     generator: torch.Generator | None = None) -> tuple[dict, dict]:
+                     generator: torch.Generator | None = None,
+                     drop_nonfinite: bool = False) -> tuple[dict, dict]:
     """Roll the current (stochastic) policy out in the model for up to `horizon` steps.
 
     A rollout stops at a terminal state (the terminal transition is kept, flagged) or, when
     gated, before a transition whose ensemble disagreement exceeds the threshold (that
-    transition is not kept). Returns the transitions and rollout statistics.
+    transition is not kept). A non-finite predicted next_obs or reward is never kept: it raises
+    DivergenceError once the round is done, or with `drop_nonfinite` ends that rollout like the
+    gate does (fine-tuning's "skip": the frozen model would predict the same again, so only the
+    rollouts that left its range are lost). Returns the transitions and rollout statistics.
     """
     obs = start_obs
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "observations", "actions", "rewards", "next_observations", "terminals")}
     disagreements, lengths = [], torch.zeros(len(obs), device=obs.device)
     alive = torch.arange(len(obs), device=obs.device)  # which rollouts are still running
+    # Predictions with a non-finite next_obs, reward, either: counted here, synced once at the end.
+    nonfinite = torch.zeros(3, dtype=torch.long, device=obs.device)
+    predictions = 0
     for _ in range(horizon):
         action = actor(obs)[0]
         next_obs, reward, disagreement = world_model.sample(obs, action, generator)
-        keep = torch.ones_like(reward, dtype=torch.bool)
+        finite_obs, finite_reward = torch.isfinite(next_obs).all(dim=-1), torch.isfinite(reward)
+        keep = finite_obs & finite_reward
+        nonfinite += torch.stack([~finite_obs, ~finite_reward, ~keep]).sum(dim=1)
+        predictions += len(obs)
+        disagreements.append(disagreement[keep])
         if uncertainty_threshold is not None:
-            keep = disagreement <= uncertainty_threshold
+            keep &= disagreement <= uncertainty_threshold
         done = terminated(next_obs)
         for key, value in zip(rows, (obs, action, reward, next_obs, done.float()), strict=True):
             rows[key].append(value[keep])
-        disagreements.append(disagreement)
         lengths[alive[keep]] += 1
         running = keep & ~done
         obs, alive = next_obs[running], alive[running]
         if not len(obs):
             break
+    bad_obs, bad_reward, bad = nonfinite.tolist()
+    if bad and not drop_nonfinite:
+        names = [name for name, n in (("next_obs", bad_obs), ("reward", bad_reward)) if n]
+        raise DivergenceError(f"the world model predicted a non-finite {' and '.join(names)} "
+                              f"in {bad} of {predictions} imagined transitions")
     transitions = {k: torch.cat(v) for k, v in rows.items()}
     stats = {"rollout/transitions": float(len(transitions["rewards"])),
              "rollout/mean_length": float(lengths.mean()),
-             "rollout/disagreement": float(torch.cat(disagreements).mean())}
+             "rollout/disagreement": float(torch.cat(disagreements).mean()),
+             "rollout/nonfinite": float(bad)}
     return transitions, stats
