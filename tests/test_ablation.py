@@ -297,3 +297,14 @@ def test_ray_backend_runs_the_sweep_on_a_local_instance(tmp_path, hopper_dataset
     for name in ("report", "scores", "q_probe"):
         assert result.outputs[name].stat().st_size > 0
     assert all((cell.root / "done.json").is_file() for cell in sum(plan(sweep), []))
+
+
+def test_single_seed_reports_say_they_are_single_observations(tmp_path):
+    runs = []
+    for ratio in (0.0, 0.5):
+        cell = fake_cell(tmp_path / f"wsrl_r{ratio:g}_seed0", [50, 30, 45, 55, 60], ratio=ratio)
+        runs.append((cell, describe(cell, dip_window=None)))
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs, _ = write_report(out, runs, dip_window=20, wandb_mode="disabled", config={})
+    assert "one seed, so these are single observations" in outputs["report"].read_text()

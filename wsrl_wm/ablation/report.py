@@ -185,6 +185,9 @@ def interpret(groups: list[Group], windows: list[float]) -> str:
     if drifts:
         sentences.append("Mean Q(s, π(s)) on the offline probe changed from the switch to the "
                          f"end by {'; '.join(drifts)}.")
+    if all(len(group.rows) == 1 for group in groups):
+        sentences.append("Every setting ran with one seed, so these are single observations; "
+                         "differences between them are not evidence without more seeds.")
     return " ".join(sentences)
 
 
