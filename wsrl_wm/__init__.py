@@ -2,4 +2,8 @@
 
 from wsrl_wm.errors import WsrlError
 
-__all__ = ["WsrlError"]
+# Weights & Biases modes a run accepts; shared by `fit` and the ablation, which must not
+# import Lightning just for this.
+WANDB_MODES = ("offline", "online", "disabled")
+
+__all__ = ["WANDB_MODES", "WsrlError"]

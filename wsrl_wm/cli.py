@@ -47,7 +47,8 @@ def fit_command(argv: list[str]) -> None:
     from lightning.pytorch import LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    from wsrl_wm.lightning.trainer_setup import WANDB_MODES, default_callbacks, default_loggers
+    from wsrl_wm import WANDB_MODES
+    from wsrl_wm.lightning.trainer_setup import default_callbacks, default_loggers
 
     class WsrlCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from wsrl_wm import WANDB_MODES
 from wsrl_wm.ablation.cell import CellOutcome, load_done
 from wsrl_wm.ablation.plan import Sweep, plan
 from wsrl_wm.ablation.report import write_report
 from wsrl_wm.ablation.runners import LocalRunner, Runner
 from wsrl_wm.errors import WsrlError
-
-WANDB_MODES = ("offline", "online", "disabled")  # as `wsrl-wm fit --wandb_mode`
 
 
 @dataclass

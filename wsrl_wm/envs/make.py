@@ -29,7 +29,7 @@ class D4RLAntObservation(gym.ObservationWrapper):
 def make_env(name: str, seed: int | None = None) -> gym.Env:
     """A gymnasium env for a D4RL name or gymnasium id, seeded if `seed` is given."""
     spec = resolve_env(name)
-    env = gym.make(spec.gym_id, **spec.kwargs)
+    env = gym.make(spec.gym_id)
     if spec.d4rl_layout and spec.family == "ant":
         env = D4RLAntObservation(env)
     if seed is not None:

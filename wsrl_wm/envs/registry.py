@@ -1,7 +1,7 @@
 """Map D4RL dataset names and gymnasium ids onto the gymnasium MuJoCo v5 environments."""
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from wsrl_wm.errors import WsrlError
 
@@ -24,7 +24,6 @@ class EnvSpec:
     gym_id: str
     family: str
     d4rl_layout: bool = False
-    kwargs: dict = field(default_factory=dict)
 
 
 def resolve_env(name: str) -> EnvSpec:

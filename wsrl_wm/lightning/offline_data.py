@@ -12,12 +12,14 @@ BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "termin
 def load_offline_tensors(source: str, env: str, discount: float, reward_scale: float = 1.0,
                          reward_bias: float = 0.0,
                          sparse_negative_reward: float | None = None) -> dict[str, torch.Tensor]:
-    """The dataset with rewards scaled as the agent sees them; MC returns follow the scaling."""
-    data = load_dataset(source, discount, env=env)
-    rewards = data["rewards"] * reward_scale + reward_bias
-    returns = mc_returns(rewards, data["terminals"], data["timeouts"], discount,
-                         sparse_negative_reward)
-    data = {**data, "rewards": rewards, "mc_returns": returns}
+    """The dataset with rewards scaled as the agent sees them; MC returns follow the scaling
+    (recomputed only when the rewards change)."""
+    data = load_dataset(source, discount, env=env, sparse_negative_reward=sparse_negative_reward)
+    if (reward_scale, reward_bias) != (1.0, 0.0):
+        rewards = data["rewards"] * reward_scale + reward_bias
+        returns = mc_returns(rewards, data["terminals"], data["timeouts"], discount,
+                             sparse_negative_reward)
+        data = {**data, "rewards": rewards, "mc_returns": returns}
     return {k: torch.as_tensor(np.asarray(data[k], dtype=np.float32)) for k in BATCH_KEYS}
 
 

@@ -11,8 +11,6 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar
 
-WANDB_MODES = ("offline", "online", "disabled")
-
 
 def default_loggers(root: Path, wandb_mode: str, wandb_project: str) -> list[Logger]:
     """A CSV logger always; Weights & Biases offline unless asked for online (no network wait).
