@@ -15,5 +15,7 @@ class CriticEnsemble(nn.Module):
         self.num_critics = num_critics
         self.mlp = EnsembleMLP(num_critics, obs_dim + act_dim, hidden, 1, layer_norm)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([obs, act], dim=-1)).squeeze(-1)
+    def forward(self, obs: torch.Tensor, act: torch.Tensor,
+                members: torch.Tensor | None = None) -> torch.Tensor:
+        """[K, B] for K `members` (all N by default): a REDQ target computes only its subset."""
+        return self.mlp(torch.cat([obs, act], dim=-1), members).squeeze(-1)

@@ -99,6 +99,25 @@ def test_one_subset_per_update():
     assert len(seen) >= 4  # ... while the subset changes between calls
 
 
+def test_subset_target_equals_all_critics_then_select():
+    """The fast path computes only the drawn target critics; the plain path computes all N and
+    indexes them. Same draw (same seed), same target."""
+    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=2, discount=0.9, **SMALL))
+    with torch.no_grad():
+        for param in agent.target_critic.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    batch = make_batch(64, seed=9)
+    torch.manual_seed(5)
+    fast = agent.td_target(batch)
+    torch.manual_seed(5)
+    next_action, _ = agent.actor(batch["next_observations"])
+    chosen = torch.randperm(10)[:2]
+    with torch.no_grad():
+        every = agent.target_critic(batch["next_observations"], next_action)
+    plain = batch["rewards"] + 0.9 * (1 - batch["terminals"]) * every[chosen].min(0).values
+    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+
+
 def test_td_target_reward_discount_terminal():
     torch.manual_seed(3)
     agent = SAC(OBS, ACT, SACConfig(num_critics=4, target_subset=4, discount=0.9, **SMALL))

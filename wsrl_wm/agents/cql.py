@@ -50,9 +50,8 @@ class CQL(SAC):
         # Max over n sampled next actions of the subset-min target Q (CQL's max-backup).
         n, next_obs = self.config.cql_n_actions, batch["next_observations"]
         next_action, _ = self.actor(repeat_rows(next_obs, n))
-        subset = torch.randperm(self.critic.num_critics, device=next_obs.device)
-        target_q = self.target_critic(repeat_rows(next_obs, n), next_action)
-        target_q = target_q[subset[: self.config.target_subset]].min(dim=0).values
+        target_q = self.target_critic(repeat_rows(next_obs, n), next_action,
+                                      self.target_members(next_obs.device)).min(dim=0).values
         target_q = target_q.view(-1, n).max(dim=1).values
         not_done = 1.0 - batch["terminals"].float()
         return batch["rewards"] + self.config.discount * not_done * target_q

@@ -83,13 +83,17 @@ class SAC(nn.Module):
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
         next_action, next_log_prob = self.actor(batch["next_observations"])
-        subset = torch.randperm(self.critic.num_critics, device=next_action.device)
-        target_q = self.target_critic(batch["next_observations"], next_action)
-        target_q = target_q[subset[: self.config.target_subset]].min(dim=0).values
+        target_q = self.target_critic(batch["next_observations"], next_action,
+                                      self.target_members(next_action.device)).min(dim=0).values
         if self.config.backup_entropy:
             target_q = target_q - self.temperature() * next_log_prob
         not_done = 1.0 - batch["terminals"].float()
         return batch["rewards"] + self.config.discount * not_done * target_q
+
+    def target_members(self, device: torch.device) -> torch.Tensor:
+        """A random `target_subset` of the N target critics: only these are computed."""
+        subset = torch.randperm(self.critic.num_critics, device=device)
+        return subset[: self.config.target_subset]
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.td_loss(self.critic(batch["observations"], batch["actions"]), batch)
