@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from models import LogScalar
-from wsrl_wm.agents.sac import SAC, Batch, Optimizers, SACConfig, check_finite
+from wsrl_wm.agents.sac import SAC, Batch, Optimizers, SACConfig, adam, check_finite
 
 
 @dataclass
@@ -39,8 +39,7 @@ class CQL(SAC):
     def make_optimizers(self) -> Optimizers:
         optimizers = super().make_optimizers()
         if self.cql_log_alpha is not None:
-            optimizers["cql_alpha"] = torch.optim.Adam(self.cql_log_alpha.parameters(),
-                                                       lr=self.config.critic_lr)
+            optimizers["cql_alpha"] = adam(self.cql_log_alpha.parameters(), self.config.critic_lr)
         return optimizers
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
+from wsrl_wm.agents.compilation import wants_compile
 from wsrl_wm.errors import DivergenceError, WsrlError
 
 Batch = dict[str, torch.Tensor]
@@ -44,6 +45,7 @@ class SACConfig:
     utd: int = 1
     on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
     q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
+    compile: str = "auto"  # torch.compile the losses: "auto" (long runs), "on" or "off"
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in NONFINITE_POLICIES:
@@ -51,6 +53,7 @@ class SACConfig:
                             f"{self.on_nonfinite!r}")
         if not self.q_bound > 0:
             raise WsrlError(f"q_bound must be positive, got {self.q_bound}")
+        wants_compile(self.compile, 0)  # rejects an unknown mode now, not at the first update
 
 
 class SAC(nn.Module):
@@ -71,10 +74,19 @@ class SAC(nn.Module):
     def make_optimizers(self) -> Optimizers:
         c = self.config
         return {
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr),
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
-            "temperature": torch.optim.Adam(self.temperature.parameters(), lr=c.temperature_lr),
+            "critic": adam(self.critic.parameters(), c.critic_lr),
+            "actor": adam(self.actor.parameters(), c.actor_lr),
+            "temperature": adam(self.temperature.parameters(), c.temperature_lr),
         }
+
+    def compile_losses(self, updates: int) -> bool:
+        """torch.compile the critic and actor losses if `config.compile` asks for it for a run
+        of `updates` updates; the backward passes are compiled with them. Returns whether."""
+        if not wants_compile(self.config.compile, updates):
+            return False
+        self.critic_loss = torch.compile(self.critic_loss)
+        self.actor_loss = torch.compile(self.actor_loss)
+        return True
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -201,6 +213,11 @@ class SAC(nn.Module):
         for optimizer, state in zip(optimizers.values(), moments, strict=True):
             optimizer.state.clear()
             optimizer.state.update(state)
+
+
+def adam(params, lr: float) -> torch.optim.Optimizer:
+    """Adam with its fused kernel (one pass over all parameters per step, CPU and GPU)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def check_finite(**losses: float) -> None:

@@ -46,7 +46,8 @@ class FinetuneModule(LightningModule):
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
                  dip_window: int | None = None, checkpoint_interval: int = 10_000,
-                 on_nonfinite: str | None = None, env: str | None = None, seed: int = 0):
+                 on_nonfinite: str | None = None, compile: str | None = None,
+                 env: str | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
@@ -62,6 +63,7 @@ class FinetuneModule(LightningModule):
                             f"match env {env!r}; pretrain on {env!r} first")
         self.agent = self._online_agent(CQLConfig(**ckpt["agent_config"]), obs_dim, act_dim)
         self.agent.load_state_dict(submodule_state(ckpt["state_dict"], "agent", self.agent))
+        self.agent.compile_losses(online_steps)
         self.optimizer_names = list(self.agent.make_optimizers())
         self._pretrained_optimizers = dict(zip(ckpt["optimizer_names"], ckpt["optimizer_states"],
                                                strict=True))
@@ -126,8 +128,9 @@ class FinetuneModule(LightningModule):
         shared = {f.name: getattr(pretrained_config, f.name)
                   for f in dataclasses.fields(SACConfig)}
         shared.update(utd=self.hparams.utd, backup_entropy=False)
-        if self.hparams.on_nonfinite is not None:  # else the pretraining's choice
-            shared["on_nonfinite"] = self.hparams.on_nonfinite
+        for option in ("on_nonfinite", "compile"):  # unset: the pretraining's choice
+            if self.hparams[option] is not None:
+                shared[option] = self.hparams[option]
         if self.hparams.online_cql_alpha > 0:
             config = dataclasses.replace(pretrained_config, **shared,
                                          cql_alpha=self.hparams.online_cql_alpha)

@@ -40,6 +40,7 @@ class PretrainModule(LightningModule):
         self.env_name = env
         obs_dim, act_dim = env_dims(env)
         self.agent = CQL(obs_dim, act_dim, agent)
+        self.agent.compile_losses(steps)
         self.optimizer_names = list(self.agent.make_optimizers())
         self.offline = load_offline_tensors(dataset, env, agent.discount, reward_scale,
                                             reward_bias, sparse_negative_reward)

@@ -1,0 +1,33 @@
+"""When to torch.compile the agent's losses.
+
+Compiling fuses each loss's element-wise work (LayerNorm, ReLU, the Bellman error, the
+tanh-Gaussian log-density) into a few kernels around the matmuls. It costs a one-off ~20 s on a
+2-core CPU and pays from a few hundred updates on (docs/performance.md), so "auto" compiles only
+runs of at least `AUTO_MIN_UPDATES` updates, and only where inductor has a backend: a C++
+compiler on CPU, Triton on CUDA.
+"""
+
+import importlib.util
+import shutil
+
+import torch
+
+from wsrl_wm.errors import WsrlError
+
+COMPILE_MODES = ("auto", "on", "off")
+AUTO_MIN_UPDATES = 10_000
+
+
+def compile_available() -> bool:
+    if torch.cuda.is_available():
+        return importlib.util.find_spec("triton") is not None
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+
+
+def wants_compile(mode: str, updates: int) -> bool:
+    """Whether a run of `updates` agent updates should compile, for `compile` = `mode`."""
+    if mode not in COMPILE_MODES:
+        raise WsrlError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return updates >= AUTO_MIN_UPDATES and compile_available()
+    return mode == "on"
