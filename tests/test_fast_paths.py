@@ -5,10 +5,9 @@ import copy
 
 import pytest
 import torch
-
 from test_agents import make_batch
-from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
-from wsrl_wm.agents import compilation
+
+from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig, compilation
 from wsrl_wm.errors import WsrlError
 
 SHAPES = dict(num_critics=4, critic_hidden=(32, 32), actor_hidden=(32, 32), layer_norm=True,

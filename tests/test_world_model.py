@@ -163,41 +163,68 @@ def elite_test_model() -> WorldModel:
     return model
 
 
-def test_sample_uses_only_elites_one_per_row():
+def test_sample_computes_each_rows_own_elite_only():
     model = elite_test_model()
     calls = []
     model.ensemble.mlp.net[0].register_forward_hook(lambda m, i, out: calls.append(out.shape))
     obs, act = torch.randn(200, 3), torch.randn(200, 2)
-    next_obs, reward, disagreement = model.sample(obs, act, torch.Generator().manual_seed(0))
-    assert calls == [(2, 200, 8)]  # one pass, computing the two elites only
-    assert next_obs.shape == (200, 3) and reward.shape == (200,) and disagreement.shape == (200,)
+    next_obs, reward = model.sample(obs, act, torch.Generator().manual_seed(0))
+    assert calls == [(2, 100, 8)]  # one pass: each of the two elites on half of the rows
+    assert next_obs.shape == (200, 3) and reward.shape == (200,)
     assert torch.isfinite(next_obs).all() and torch.isfinite(reward).all()
     sign = torch.sign(reward)
-    assert (sign > 0).sum() > 50 and (sign < 0).sum() > 50  # both elites are drawn
+    assert (sign > 0).sum() == 100 and (sign < 0).sum() == 100  # dealt evenly
     # Each row's Δobs and reward come from the same elite.
     torch.testing.assert_close(next_obs - obs, sign[:, None].expand(200, 3), atol=0.05, rtol=0)
-    # Population std of the elites' means (+1, −1) is 1 in every obs dim.
-    torch.testing.assert_close(disagreement, torch.ones(200))
 
 
-def test_sample_is_mean_plus_std_noise_of_the_picked_elite():
-    model = elite_test_model()
+def test_sample_equals_the_dealt_elites_computed_on_every_row():
+    """The fast path (each elite on its own rows) against the plain path (every elite on every
+    row, then pick): same draws, same outputs — including the padding when K ∤ B."""
+    torch.manual_seed(3)
+    model = WorldModel(3, 2, WorldModelConfig(num_members=5, num_elites=3, hidden=(8,)))
+    model.elites.copy_(torch.tensor([4, 0, 2]))
     obs, act = torch.randn(50, 3), torch.randn(50, 2)
-    next_obs, reward, _ = model.sample(obs, act, torch.Generator().manual_seed(7))
+    next_obs, reward = model.sample(obs, act, torch.Generator().manual_seed(7))
     replay = torch.Generator().manual_seed(7)  # the same draws, in the same order
-    pick = torch.randint(2, (50,), generator=replay)
-    noise = torch.randn(50, 4, generator=replay)
+    order = torch.randperm(50, generator=replay)
+    dealer = torch.randperm(3, generator=replay)
+    noise = torch.randn(3, 17, 4, generator=replay)  # [K, ceil(50 / 3), Δobs + reward]
     mean, logvar = model.predict(obs, act, model.elites)
-    rows = torch.arange(50)
-    expected = mean[pick, rows] + torch.exp(0.5 * logvar[pick, rows]) * noise
+    expected = torch.empty(50, 4)
+    for position, row in enumerate(order.tolist()):
+        elite, slot = dealer[position % 3], position // 3
+        expected[row] = (mean[elite, row]
+                         + torch.exp(0.5 * logvar[elite, row]) * noise[position % 3, slot])
     torch.testing.assert_close(next_obs, obs + expected[:, :3])
     torch.testing.assert_close(reward, expected[:, 3])
 
 
-def test_single_elite_has_zero_disagreement():
-    model = WorldModel(3, 2, WorldModelConfig(num_members=3, num_elites=1, hidden=(8,)))
-    _, _, disagreement = model.sample(torch.randn(10, 3), torch.randn(10, 2))
-    torch.testing.assert_close(disagreement, torch.zeros(10))
+def test_each_rows_elite_is_uniform():
+    model = WorldModel(3, 2, WorldModelConfig(num_members=4, num_elites=3, hidden=(8,)))
+    with torch.no_grad():  # member k predicts reward k, with ~zero noise
+        for param in model.ensemble.mlp.parameters():
+            param.zero_()
+        head_bias = model.ensemble.mlp.net[-1].bias
+        head_bias[:, 0, 3] = torch.arange(4.0)
+        head_bias[:, 0, 4:] = -20.0
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([model.sample(torch.zeros(7, 3), torch.zeros(7, 2), generator)[1]
+                         for _ in range(3000)]).round().long()
+    assert set(draws.unique().tolist()) == {0, 1, 2}  # the elites, never member 3
+    for row in range(7):
+        freq = torch.bincount(draws[:, row], minlength=3).double() / 3000
+        assert (freq - 1 / 3).abs().max() < 0.04, (row, freq)
+
+
+def test_disagreement_is_the_elites_population_std():
+    model = elite_test_model()
+    # The elites' means (+1, −1): population std 1 in every obs dim.
+    torch.testing.assert_close(model.disagreement(torch.randn(20, 3), torch.randn(20, 2)),
+                               torch.ones(20))
+    single = WorldModel(3, 2, WorldModelConfig(num_members=3, num_elites=1, hidden=(8,)))
+    torch.testing.assert_close(single.disagreement(torch.randn(10, 3), torch.randn(10, 2)),
+                               torch.zeros(10))
 
 
 # -------------------------------------------------------------------------- normaliser

@@ -70,26 +70,36 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, act: torch.Tensor,
-               generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(next_obs [B, obs_dim], reward [B], disagreement [B]) from one random elite per row.
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next_obs [B, obs_dim], reward [B]) from one random elite per row.
 
-        Only the elites are computed (one batched pass). `disagreement` is the std across the
-        elites' mean Δobs (population std, so 0 with one elite), averaged over obs dims.
-        Random draws happen on `generator`'s device (e.g. a CPU generator with a GPU model).
+        Only each row's own elite is computed: the rows, in random order, are dealt to the K
+        elites, in random order, like cards (so every row's elite is uniform and the counts
+        differ by at most one), and one batched pass computes B/K rows per elite instead of
+        all K elites on every row. Random draws happen on `generator`'s device (e.g. a CPU
+        generator with a GPU model).
         """
-        mean, logvar = self.predict(obs, act, self.elites)
+        rows, elites = len(obs), len(self.elites)
+        per_elite = -(-rows // elites)
         draw = generator_device(generator, obs.device)
-        rows = torch.arange(obs.shape[0], device=obs.device)
-        pick = torch.randint(len(self.elites), rows.shape, generator=generator, device=draw)
-        pick = pick.to(obs.device)
-        mu, std = mean[pick, rows], torch.exp(0.5 * logvar[pick, rows])
-        noise = torch.randn(mu.shape, generator=generator, device=draw, dtype=mu.dtype)
-        noise = noise.to(mu.device)
-        delta_and_reward = mu + std * noise
-        next_obs = obs + delta_and_reward[:, : self.obs_dim]
-        disagreement = mean[..., : self.obs_dim].std(dim=0, correction=0).mean(dim=-1)
-        return next_obs, delta_and_reward[:, self.obs_dim], disagreement
+        order = torch.randperm(rows, generator=generator, device=draw).to(obs.device)
+        dealer = torch.randperm(elites, generator=generator, device=draw).to(obs.device)
+        padded = torch.cat([order, order[: per_elite * elites - rows]])  # repeats are dropped
+        dealt = padded.view(per_elite, elites).T  # [K, B/K]: elite k's rows
+        mean, logvar = self.predict(obs[dealt], act[dealt], self.elites[dealer])
+        noise = torch.randn(mean.shape, generator=generator, device=draw, dtype=mean.dtype)
+        drawn = mean + torch.exp(0.5 * logvar) * noise.to(mean.device)
+        delta_and_reward = torch.empty(rows, drawn.shape[-1], device=obs.device,
+                                       dtype=drawn.dtype)
+        delta_and_reward[order] = drawn.transpose(0, 1).reshape(-1, drawn.shape[-1])[:rows]
+        return obs + delta_and_reward[:, : self.obs_dim], delta_and_reward[:, self.obs_dim]
+
+    @torch.no_grad()
+    def disagreement(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """[B]: std across the elites' mean Δobs (population std, so 0 with one elite),
+        averaged over obs dims; computes every elite on every row."""
+        mean, _ = self.predict(obs, act, self.elites)
+        return mean[..., : self.obs_dim].std(dim=0, correction=0).mean(dim=-1)
 
 
 def generator_device(generator: torch.Generator | None, default: torch.device) -> torch.device:

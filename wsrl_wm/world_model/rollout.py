@@ -9,6 +9,8 @@ from models import TanhGaussianActor
 from wsrl_wm.errors import DivergenceError
 from wsrl_wm.world_model.model import WorldModel
 
+DISAGREEMENT_SAMPLE = 1000  # rows per step on which an ungated rollout measures disagreement
+
 
 @dataclass
 class RolloutConfig:
@@ -56,10 +58,14 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
 
     A rollout stops at a terminal state (the terminal transition is kept, flagged) or, when
     gated, before a transition whose ensemble disagreement exceeds the threshold (that
-    transition is not kept). A non-finite predicted next_obs or reward is never kept: it raises
-    DivergenceError once the round is done, or with `drop_nonfinite` ends that rollout like the
-    gate does (fine-tuning's "skip": the frozen model would predict the same again, so only the
-    rollouts that left its range are lost). Returns the transitions and rollout statistics.
+    transition is not kept). The gate needs every elite on every row; ungated, disagreement is
+    only a logged statistic, estimated on the first `DISAGREEMENT_SAMPLE` rows of each step
+    (the starts are a random sample), so the rollout computes one elite per row.
+
+    A non-finite predicted next_obs or reward is never kept: it raises DivergenceError once the
+    round is done, or with `drop_nonfinite` ends that rollout like the gate does (fine-tuning's
+    "skip": the frozen model would predict the same again, so only the rollouts that left its
+    range are lost). Returns the transitions and rollout statistics.
     """
     obs = start_obs
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in (
@@ -71,12 +77,14 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
     predictions = 0
     for _ in range(horizon):
         action = actor(obs)[0]
-        next_obs, reward, disagreement = world_model.sample(obs, action, generator)
+        next_obs, reward = world_model.sample(obs, action, generator)
         finite_obs, finite_reward = torch.isfinite(next_obs).all(dim=-1), torch.isfinite(reward)
         keep = finite_obs & finite_reward
         nonfinite += torch.stack([~finite_obs, ~finite_reward, ~keep]).sum(dim=1)
         predictions += len(obs)
-        disagreements.append(disagreement[keep])
+        measured = len(obs) if uncertainty_threshold is not None else DISAGREEMENT_SAMPLE
+        disagreement = world_model.disagreement(obs[:measured], action[:measured])
+        disagreements.append(disagreement[keep[:measured]])
         if uncertainty_threshold is not None:
             keep &= disagreement <= uncertainty_threshold
         done = terminated(next_obs)
