@@ -1,37 +1,82 @@
-"""The benchmark runs and compares like with like (no timing assertions: those live in its
-printed ratios)."""
+"""The benchmark measures what it says, against a reference that does the same work (no timing
+assertions: figures are ratios printed by experiments/benchmark.py)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
+import pytest
 import torch
 
-from wsrl_wm.agents import SACConfig
+from wsrl_wm.agents import SAC, CQLConfig, SACConfig
+from wsrl_wm.benchmark import suite
+from wsrl_wm.benchmark.measure import flops, peak_rss_added_mb
+from wsrl_wm.benchmark.reference import ReferenceCQL, ReferenceSAC
 
 SPEC = importlib.util.spec_from_file_location(
-    "benchmark", Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py")
-benchmark = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(benchmark)
+    "benchmark_cli", Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py")
+benchmark_cli = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(benchmark_cli)
+
+TINY = dict(num_critics=4, critic_hidden=(16, 16), actor_hidden=(16, 16), utd=2, compile="off")
 
 
-def test_reference_has_the_same_shapes_and_updates_its_networks():
-    config = SACConfig(num_critics=4, critic_hidden=(16, 16), utd=2)
-    reference = benchmark.ReferenceSAC(5, 2, config)
-    assert len(reference.critics) == 4
+@pytest.mark.parametrize("reference_class, config", [
+    (ReferenceSAC, SACConfig(**TINY)), (ReferenceCQL, CQLConfig(**TINY, cql_n_actions=3))])
+def test_reference_has_our_shapes_flops_and_trains_every_critic(reference_class, config):
+    reference = reference_class(17, 6, config)
+    ours = SAC(17, 6, config)
     assert sum(p.numel() for p in reference.critics.parameters()) == sum(
-        p.numel() for p in benchmark.SAC(5, 2, config).critic.parameters())
+        p.numel() for p in ours.critic.parameters())
+    batch = suite.random_batch(8)
     before = [p.clone() for p in reference.critics.parameters()]
-    batch = {"observations": torch.randn(8, 5), "actions": torch.rand(8, 2) * 2 - 1,
-             "rewards": torch.randn(8), "next_observations": torch.randn(8, 5),
-             "terminals": torch.zeros(8)}
     reference.update(batch)
     assert all(not torch.equal(a, b) for a, b in zip(before, reference.critics.parameters(),
                                                        strict=True))
 
 
-def test_run_reports_both_throughputs_and_their_ratio():
-    config = SACConfig(num_critics=2, critic_hidden=(8,), actor_hidden=(8,), utd=2)
-    result = benchmark.run(obs_dim=3, act_dim=1, batch_size=8, iterations=1, config=config)
-    assert result["wsrl_wm_updates_per_s"] > 0 and result["reference_updates_per_s"] > 0
-    assert result["speedup"] == (result["wsrl_wm_updates_per_s"]
-                                 / result["reference_updates_per_s"])
+def test_reference_sac_does_our_matmul_work_plus_the_wasted_critic_gradients():
+    """Same work, except that the reference (like common implementations) also computes the
+    critics' weight gradients in the actor step, which wsrl-wm skips (frozen critics)."""
+    config = SACConfig(**TINY)
+    ours, batch = SAC(17, 6, config), suite.random_batch(32)
+    optimizers = ours.make_optimizers()
+    reference = ReferenceSAC(17, 6, config)
+    ours_flops, reference_flops = flops(lambda: ours.update(batch, optimizers)), flops(
+        lambda: reference.update(batch))
+    widths = [17 + 6, *config.critic_hidden, 1]
+    weight_grads = config.num_critics * sum(2 * 32 * a * b for a, b in zip(widths, widths[1:]))
+    assert reference_flops - ours_flops == weight_grads
+
+
+def test_update_section_reports_both_rates_and_their_ratio():
+    figures = suite.sac_update(iterations=1, compiled=False, peak=1e9, batch_size=8,
+                               config=SACConfig(**TINY))
+    values = {f.name: f.value for f in figures}
+    assert values["reference"] > 0 and values["wsrl-wm eager"] > 0
+    assert values["best / reference"] == values["wsrl-wm eager"] / values["reference"]
+    assert values["wsrl-wm eager, glibc's default allocator"] > 0
+    assert {f.target for f in figures} >= {"≥ 2", "≥ 0.7"}
+
+
+def test_buffer_and_world_model_sections_measure_real_work():
+    buffer = {f.name: f.value for f in suite.buffer_scaling([1000, 4000], iterations=5)}
+    assert buffer["largest / smallest"] == buffer["4,000 rows"] / buffer["1,000 rows"]
+    epoch = {f.name: f.value for f in suite.world_model_epoch(rows=600)}
+    assert epoch["one epoch"] > 0 and epoch["throughput"] == pytest.approx(600 / epoch["one epoch"])
+
+
+def test_peak_memory_sees_an_allocation():
+    added = peak_rss_added_mb(lambda: torch.ones(50_000_000).sum())  # 200 MB
+    assert 180 < added < 400
+
+
+def test_table_and_json(tmp_path):
+    figures = [suite.Figure("S", "a", 1234.5, "x/s", "≥ 2"), suite.Figure("S", "b", 0.5, "x")]
+    text = benchmark_cli.table(figures)
+    assert "S" in text and "1,234" in text and "(target ≥ 2)" in text
+    out = tmp_path / "b.json"
+    benchmark_cli.write_json(out, figures)
+    saved = json.loads(out.read_text())
+    assert [f["name"] for f in saved["figures"]] == ["a", "b"] and saved["torch"]
+    assert not list(tmp_path.glob(".*tmp"))

@@ -7,6 +7,7 @@ import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
+from wsrl_wm.allocator import keep_freed_memory
 from wsrl_wm.errors import WsrlError
 
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: wsrl-wm {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
         sys.exit(2)
+    keep_freed_memory()
     try:
         COMMANDS[argv[0]](argv[1:])
     except Exception as exc:

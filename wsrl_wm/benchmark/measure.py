@@ -1,0 +1,76 @@
+"""Timing, FLOP and memory measurements shared by the benchmark sections."""
+
+import multiprocessing
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def per_second(work: Callable[[], object], iterations: int, warmup: int = 2) -> float:
+    """Calls of `work` per second, after `warmup` untimed calls (caches, allocator, compile)."""
+    for _ in range(warmup):
+        work()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        work()
+    synchronize()
+    return iterations / (time.perf_counter() - start)
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def flops(work: Callable[[], object]) -> float:
+    """Floating-point operations of one call of `work` (matmuls, as torch counts them)."""
+    with FlopCounterMode(display=False) as counter:
+        work()
+    return float(counter.get_total_flops())
+
+
+def peak_matmul_flops(device: str = "cpu", iterations: int = 20) -> float:
+    """FLOP/s of a [10, 256, 256] batched matmul — the critic ensemble's hidden layer, the
+    fastest shape in the update — on this machine now: the roofline."""
+    a = torch.randn(10, 256, 256, device=device)
+    b = torch.randn(10, 256, 256, device=device)
+    return 2 * 10 * 256**3 * per_second(lambda: torch.bmm(a, b), iterations, warmup=5)
+
+
+def in_fresh_process(task: Callable[..., float], *args) -> float:
+    """`task(*args)` run in a freshly spawned interpreter (its own allocator and peak RSS)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(task, args)
+
+
+def peak_rss_added_mb(task: Callable[[], object]) -> float:
+    """Peak resident memory (MB) that `task()` adds to this process's current footprint.
+
+    Linux: the high-water mark is first reset to the current RSS (/proc/self/clear_refs), since
+    imports alone peak above what they keep. Elsewhere: the process's lifetime peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _proc_status_mb("VmRSS")
+    except OSError:
+        before = _lifetime_peak_mb()
+    task()
+    after = _proc_status_mb("VmHWM") if Path("/proc/self/status").exists() else None
+    return (after if after is not None else _lifetime_peak_mb()) - before
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _lifetime_peak_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB

@@ -1,0 +1,133 @@
+"""What the benchmark compares against: the agents and the rollout step written the way common
+single-file PyTorch implementations write them, with the same algorithm and shapes as ours.
+
+Critics are one nn.Sequential each, forwarded in a Python loop; the actor samples through a
+torch.distributions tanh-transformed Normal; the rollout computes every elite on every row and
+then picks one per row. Only the update math of wsrl-wm's agents is reproduced (no divergence
+guard, no logging), so the comparison favours the reference.
+"""
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Normal, TransformedDistribution
+from torch.distributions.transforms import TanhTransform
+
+from wsrl_wm.agents import CQLConfig, SACConfig
+from wsrl_wm.world_model import WorldModel
+
+
+def mlp(inputs: int, hidden: tuple[int, ...], outputs: int, layer_norm: bool) -> nn.Sequential:
+    layers, width = [], inputs
+    for size in hidden:
+        layers += [nn.Linear(width, size), *([nn.LayerNorm(size)] if layer_norm else []),
+                   nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+
+class ReferenceSAC:
+    """The loop-over-critics SAC update with WSRL's settings (REDQ 2-of-N target, UTD k)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig):
+        self.config = config
+        self.critics = nn.ModuleList(
+            mlp(obs_dim + act_dim, config.critic_hidden, 1, config.layer_norm)
+            for _ in range(config.num_critics))
+        self.targets = copy.deepcopy(self.critics).requires_grad_(False)
+        self.actor = mlp(obs_dim, config.actor_hidden, 2 * act_dim, config.layer_norm)
+        self.log_alpha = torch.zeros((), requires_grad=True)
+        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=config.critic_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)
+        self.target_entropy = -float(act_dim)
+
+    def policy(self, obs):
+        mean, log_std = self.actor(obs).chunk(2, -1)
+        dist = TransformedDistribution(Normal(mean, log_std.clamp(-20, 2).exp()),
+                                       TanhTransform(cache_size=1))
+        action = dist.rsample()
+        return action, dist.log_prob(action).sum(-1)
+
+    def q_values(self, critics, obs, act):
+        x = torch.cat([obs, act], -1)
+        return torch.stack([critic(x).squeeze(-1) for critic in critics])
+
+    def td_target(self, rew, next_obs, done):
+        c = self.config
+        with torch.no_grad():
+            next_act, _ = self.policy(next_obs)
+            chosen = torch.randperm(c.num_critics)[: c.target_subset].tolist()
+            target_q = self.q_values([self.targets[i] for i in chosen], next_obs, next_act)
+            return rew + c.discount * (1 - done) * target_q.min(0).values
+
+    def critic_loss(self, obs, act, rew, next_obs, done):
+        q = self.q_values(self.critics, obs, act)
+        return (q - self.td_target(rew, next_obs, done)).pow(2).mean()
+
+    def update(self, batch: dict) -> None:
+        c = self.config
+        keys = ("observations", "actions", "rewards", "next_observations", "terminals")
+        for part in zip(*(batch[key].chunk(c.utd) for key in keys), strict=True):
+            loss = self.critic_loss(*part)
+            self.critic_opt.zero_grad()
+            loss.backward()
+            self.critic_opt.step()
+            with torch.no_grad():
+                for target_p, p in zip(self.targets.parameters(), self.critics.parameters(),
+                                       strict=True):
+                    target_p.mul_(1 - c.tau).add_(c.tau * p)
+        obs = batch["observations"]
+        action, log_prob = self.policy(obs)
+        q = self.q_values(self.critics, obs, action).min(0).values
+        actor_loss = (self.log_alpha.exp().detach() * log_prob - q).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad()
+        alpha_loss.backward()
+        self.alpha_opt.step()
+
+
+class ReferenceCQL(ReferenceSAC):
+    """CQL's importance-sampled logsumexp over random, current- and next-policy actions, added
+    to each critic's Bellman error (fixed α), one critic at a time."""
+
+    config: CQLConfig
+
+    def critic_loss(self, obs, act, rew, next_obs, done):
+        c, n, batch_size = self.config, self.config.cql_n_actions, len(obs)
+        q_data = self.q_values(self.critics, obs, act)
+        td = (q_data - self.td_target(rew, next_obs, done)).pow(2).mean()
+        obs_n = obs.repeat_interleave(n, 0)
+        with torch.no_grad():
+            current, current_log_prob = self.policy(obs_n)
+            following, following_log_prob = self.policy(next_obs.repeat_interleave(n, 0))
+        random = torch.rand_like(current) * 2 - 1
+        uniform_log_density = act.shape[-1] * math.log(0.5)
+        gaps = []
+        for critic, q in zip(self.critics, q_data, strict=True):
+            def q_of(actions, critic=critic):
+                return critic(torch.cat([obs_n, actions], -1)).view(batch_size, n)
+            candidates = torch.cat([
+                q_of(random) - uniform_log_density,
+                q_of(following) - following_log_prob.view(batch_size, n),
+                q_of(current) - current_log_prob.view(batch_size, n)], -1)
+            gaps.append((torch.logsumexp(candidates, -1) - q).mean())
+        return td + c.cql_alpha * torch.stack(gaps).mean()
+
+
+@torch.no_grad()
+def every_elite_step(world_model: WorldModel, actor, obs: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One imagined step the common way: every elite on every row, then one picked per row."""
+    action = actor(obs)[0]
+    mean, logvar = world_model.predict(obs, action, world_model.elites)
+    rows = torch.arange(len(obs))
+    pick = torch.randint(len(world_model.elites), (len(obs),))
+    drawn = mean[pick, rows] + torch.exp(0.5 * logvar[pick, rows]) * torch.randn_like(
+        mean[0])
+    return obs + drawn[:, :-1], drawn[:, -1]

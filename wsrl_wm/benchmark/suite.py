@@ -1,0 +1,272 @@
+"""The benchmark sections. Each returns Figures measured side by side in this process, so the
+ratios compare like with like on whatever machine runs them."""
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
+
+from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
+from wsrl_wm.agents.compilation import compile_available
+from wsrl_wm.allocator import keep_freed_memory
+from wsrl_wm.benchmark.measure import (
+    flops,
+    in_fresh_process,
+    peak_matmul_flops,
+    peak_rss_added_mb,
+    per_second,
+)
+from wsrl_wm.benchmark.reference import ReferenceCQL, ReferenceSAC, every_elite_step
+from wsrl_wm.collect import collect
+from wsrl_wm.data import ReplayBuffer
+from wsrl_wm.envs import termination_fn
+from wsrl_wm.lightning import FinetuneModule, PretrainModule
+from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar
+from wsrl_wm.lightning.trainer_setup import default_callbacks, default_loggers
+from wsrl_wm.world_model import WorldModel, WorldModelConfig, branched_rollout
+from wsrl_wm.world_model.train import train_world_model
+
+ENV = "HalfCheetah-v5"  # obs 17, act 6: the locomotion sizes of DESIGN.md §4
+OBS_DIM, ACT_DIM = 17, 6
+
+
+@dataclass
+class Figure:
+    section: str
+    name: str
+    value: float
+    unit: str
+    target: str = ""  # the issue's target for this figure, if it has one
+
+
+def random_batch(size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"observations": torch.randn(size, obs_dim, generator=g),
+            "actions": torch.rand(size, act_dim, generator=g) * 2 - 1,
+            "rewards": torch.randn(size, generator=g),
+            "next_observations": torch.randn(size, obs_dim, generator=g),
+            "terminals": torch.zeros(size), "mc_returns": torch.randn(size, generator=g)}
+
+
+def update_section(section: str, agent: SAC, reference: ReferenceSAC, batch: dict,
+                   iterations: int, compiled: bool, peak: float,
+                   targets: tuple[str, str] = ("", "")) -> list[Figure]:
+    """Updates/s of `agent` (eager, then compiled) and of `reference` on the same batch; the
+    best of ours against the reference and against the matmul roofline."""
+    optimizers = agent.make_optimizers()
+    update_flops = flops(lambda: agent.update(batch, optimizers))
+    reference_rate = per_second(lambda: reference.update(batch), iterations)
+    eager_rate = per_second(lambda: agent.update(batch, optimizers), iterations)
+    figures = [Figure(section, "reference", reference_rate, "updates/s"),
+               Figure(section, "wsrl-wm eager", eager_rate, "updates/s")]
+    best = eager_rate
+    if compiled:
+        agent.config.compile = "on"
+        agent.compile_losses(updates=iterations)
+        best = per_second(lambda: agent.update(batch, optimizers), iterations, warmup=3)
+        figures.append(Figure(section, "wsrl-wm compiled", best, "updates/s"))
+    return figures + [
+        Figure(section, "GFLOP per update", update_flops / 1e9, "GFLOP"),
+        Figure(section, "best / reference", best / reference_rate, "x", targets[0]),
+        Figure(section, "best / matmul roofline", update_flops * best / peak, "fraction",
+               targets[1]),
+    ]
+
+
+def sac_update(iterations: int, compiled: bool, peak: float, batch_size: int = 1024,
+               config: SACConfig | None = None) -> list[Figure]:
+    """WSRL's fine-tune update: 10 LayerNorm critics 2×256, UTD 4, batch 1024."""
+    config = config or SACConfig(utd=4, compile="off")
+    torch.manual_seed(0)
+    agent, reference = SAC(OBS_DIM, ACT_DIM, config), ReferenceSAC(OBS_DIM, ACT_DIM, config)
+    section = "SAC update (fine-tune)"
+    figures = update_section(section, agent, reference, random_batch(batch_size), iterations,
+                             compiled, peak, ("≥ 2", "≥ 0.7"))
+    system = in_fresh_process(eager_sac_rate, iterations, batch_size, config)
+    return [*figures, Figure(section, "wsrl-wm eager, glibc's default allocator", system,
+                             "updates/s")]
+
+
+def eager_sac_rate(iterations: int, batch_size: int, config: SACConfig) -> float:
+    """Updates/s of the eager update (run in a fresh process: allocator left as it is)."""
+    torch.manual_seed(0)
+    agent, batch = SAC(OBS_DIM, ACT_DIM, config), random_batch(batch_size)
+    optimizers = agent.make_optimizers()
+    return per_second(lambda: agent.update(batch, optimizers), iterations)
+
+
+def cql_update(iterations: int, compiled: bool, peak: float, batch_size: int = 256,
+               config: CQLConfig | None = None) -> list[Figure]:
+    """WSRL's pretraining update: CQL α = 5 with 10 sampled actions, same critics, batch 256."""
+    config = config or CQLConfig(compile="off")
+    torch.manual_seed(0)
+    agent, reference = CQL(OBS_DIM, ACT_DIM, config), ReferenceCQL(OBS_DIM, ACT_DIM, config)
+    return update_section("CQL update (pretrain)", agent, reference, random_batch(batch_size),
+                          iterations, compiled, peak)
+
+
+class StepClock(Callback):
+    """When each training step in [first, last] env steps starts."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.starts = first, last, []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self.first <= module.env_step <= self.last:
+            self.starts.append(time.perf_counter())
+
+
+def lightning_loop(online_steps: int, iterations: int) -> list[Figure]:
+    """Wall time per online env step of a real fine-tuning fit (env step, buffer, sampling,
+    Lightning hooks, default loggers, progress bar, checkpoint callback, logging every 1000 env
+    steps) against calling the same agent's update directly. The switch evaluation and the
+    final one fall outside the timed window."""
+    warmup = 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        collect(ENV, "random", 2000, 1, str(root / "data.hdf5"))
+        pretrain = PretrainModule(ENV, str(root / "data.hdf5"), CQLConfig(compile="off"), steps=1,
+                                  eval_interval=1, eval_episodes=1)
+        fit(pretrain, root / "pretrain", [])
+        module = FinetuneModule(str(root / "pretrain" / "checkpoints" / "last.ckpt"),
+                                warmup_steps=warmup, online_steps=online_steps,
+                                eval_interval=10**9, eval_episodes=1, compile="off")
+        clock = StepClock(warmup + 1, warmup + online_steps - 1)
+        fit(module, root / "finetune", [clock])
+    per_step = (clock.starts[-1] - clock.starts[0]) / (len(clock.starts) - 1)
+    batch, optimizers = module.sample_batch(), module.agent.make_optimizers()
+    per_update = 1 / per_second(lambda: module.agent.update(batch, optimizers), iterations)
+    section = "Lightning fine-tune loop"
+    return [Figure(section, "fit, per online env step", per_step * 1e3, "ms"),
+            Figure(section, "direct update", per_update * 1e3, "ms"),
+            Figure(section, "loop overhead / update", per_step / per_update - 1, "fraction",
+                   "≤ 0.1")]
+
+
+def fit(module, root: Path, callbacks: list) -> None:
+    """A Trainer set up as `wsrl-wm fit` sets it up (loggers, callbacks), without the progress
+    bar (its output would bury the table)."""
+    quiet = [c for c in default_callbacks(root) if not isinstance(c, EnvStepProgressBar)]
+    trainer = Trainer(max_epochs=1, logger=default_loggers(root, "offline", "wsrl-wm-benchmark"),
+                      callbacks=[*callbacks, *quiet], default_root_dir=root,
+                      enable_model_summary=False, enable_progress_bar=False)
+    trainer.fit(module)
+
+
+def rollouts(iterations: int) -> list[Figure]:
+    """Imagined transitions/s of one horizon-1 round from ROLLOUT_STARTS states with MBPO's
+    default model (7 members, 5 elites, 4×200) and a 2×256 actor, against every elite on every
+    row."""
+    world_model, actor, obs = _rollout_models()
+    terminated = termination_fn(ENV)
+    ours = ROLLOUT_STARTS * per_second(
+        lambda: branched_rollout(world_model, actor, obs, 1, terminated), iterations)
+    reference = ROLLOUT_STARTS * per_second(lambda: every_elite_step(world_model, actor, obs),
+                                            iterations)
+    section = f"Rollouts (batch {ROLLOUT_STARTS}, H = 1)"
+    return [Figure(section, "every elite per row", reference, "transitions/s"),
+            Figure(section, "wsrl-wm", ours, "transitions/s", "≥ 100k"),
+            Figure(section, "wsrl-wm / every elite", ours / reference, "x")]
+
+
+def world_model_epoch(rows: int) -> list[Figure]:
+    """One training epoch (bootstrap batches of 256 per member, then the holdout pass) of the
+    default ensemble on `rows` transitions."""
+    torch.manual_seed(0)
+    data = random_batch(rows)
+    model = WorldModel(OBS_DIM, ACT_DIM, WorldModelConfig())
+    config = dataclasses.replace(model.config, max_epochs=1)
+    start = time.perf_counter()
+    train_world_model(model, data, config, torch.Generator().manual_seed(0))
+    seconds = time.perf_counter() - start
+    section = f"World-model training ({rows} rows)"
+    return [Figure(section, "one epoch", seconds, "s"),
+            Figure(section, "throughput", rows / seconds, "rows/s")]
+
+
+def memory() -> list[Figure]:
+    """Peak memory each task adds to a fresh process (set up as the CLI sets itself up)."""
+    section = "Peak memory (added to a fresh process)"
+    return [Figure(section, name, in_fresh_process(peak_memory_of, name), "MB")
+            for name in MEMORY_TASKS]
+
+
+def peak_memory_of(name: str) -> float:
+    keep_freed_memory()
+    return peak_rss_added_mb(MEMORY_TASKS[name])
+
+
+def _sac_update() -> None:
+    agent, batch = SAC(OBS_DIM, ACT_DIM, SACConfig(utd=4, compile="off")), random_batch(1024)
+    optimizers = agent.make_optimizers()
+    per_second(lambda: agent.update(batch, optimizers), 2)
+
+
+def _reference_update() -> None:
+    reference, batch = ReferenceSAC(OBS_DIM, ACT_DIM, SACConfig(utd=4)), random_batch(1024)
+    per_second(lambda: reference.update(batch), 2)
+
+
+def _rollout_models() -> tuple[WorldModel, torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return (WorldModel(OBS_DIM, ACT_DIM, WorldModelConfig()), SAC(OBS_DIM, ACT_DIM).actor,
+            torch.randn(ROLLOUT_STARTS, OBS_DIM))
+
+
+def _rollout() -> None:
+    world_model, actor, obs = _rollout_models()
+    branched_rollout(world_model, actor, obs, 1, termination_fn(ENV))
+
+
+def _every_elite_rollout() -> None:
+    every_elite_step(*_rollout_models())
+
+
+ROLLOUT_STARTS = 100_000
+MEMORY_TASKS = {"SAC update (batch 1024)": _sac_update,
+                "reference SAC update": _reference_update,
+                f"rollout, {ROLLOUT_STARTS} starts": _rollout,
+                "every-elite rollout": _every_elite_rollout}
+
+
+def buffer_scaling(capacities: list[int], iterations: int) -> list[Figure]:
+    """Cost of one env step's buffer work (insert one transition, sample a 1024 batch) in a full
+    buffer of each capacity: it should not grow with the buffer."""
+    section, costs = "Replay buffer: insert 1 + sample 1024", []
+    for capacity in capacities:
+        buffer = ReplayBuffer.for_transitions(capacity, OBS_DIM, ACT_DIM)
+        buffer.add({k: v for k, v in random_batch(capacity).items() if k != "mc_returns"})
+        row = {k: v[:1] for k, v in random_batch(1).items() if k != "mc_returns"}
+
+        def step(buffer=buffer, row=row):
+            buffer.add(row)
+            buffer.sample(1024)
+        costs.append(1e6 / per_second(step, iterations))
+    return [*(Figure(section, f"{capacity:,} rows", cost, "µs/env step")
+              for capacity, cost in zip(capacities, costs, strict=True)),
+            Figure(section, "largest / smallest", costs[-1] / costs[0], "x", "≈ 1")]
+
+
+def run_suite(quick: bool = False) -> list[Figure]:
+    """Every section; `quick` shrinks the iteration counts and skips torch.compile. The process
+    is set up as `wsrl-wm` sets itself up (allocator)."""
+    allocator = keep_freed_memory()
+    compiled = not quick and compile_available()
+    peak = peak_matmul_flops()
+    figures = [Figure("Machine", "matmul roofline ([10,256,256] bmm)", peak / 1e9, "GFLOP/s"),
+               Figure("Machine", "torch threads", torch.get_num_threads(), ""),
+               Figure("Machine", "freed memory kept (wsrl_wm.allocator)", float(allocator), "")]
+    figures += sac_update(5 if quick else 30, compiled, peak)
+    figures += cql_update(2 if quick else 10, compiled, peak)
+    figures += lightning_loop(40 if quick else 1100, 5 if quick else 30)
+    figures += rollouts(2 if quick else 10)
+    figures += world_model_epoch(10_000 if quick else 100_000)
+    figures += memory()
+    figures += buffer_scaling([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000],
+                              200 if quick else 1000)
+    return figures
