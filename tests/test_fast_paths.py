@@ -1,12 +1,16 @@
 """Every fast path against its plain path: compiled losses vs eager, fused Adam vs the
-for-each Adam, and when "auto" compiles."""
+for-each Adam; when "auto" compiles; the allocator setting. (The REDQ subset target and the
+one-elite rollout are checked against their plain paths in test_agents / test_world_model.)"""
 
 import copy
+import platform
+import sys
 
 import pytest
 import torch
 from test_agents import make_batch
 
+from wsrl_wm import allocator
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig, compilation
 from wsrl_wm.errors import WsrlError
 
@@ -74,3 +78,11 @@ def test_auto_compiles_only_long_runs_where_a_backend_exists(monkeypatch):
 def test_unknown_compile_mode_is_rejected():
     with pytest.raises(WsrlError, match="compile must be one of auto, on, off"):
         SACConfig(compile="fast")
+
+
+def test_allocator_setting_applies_on_linux_and_can_be_opted_out(monkeypatch):
+    monkeypatch.setenv(allocator.OPT_OUT, "1")
+    assert not allocator.keep_freed_memory()
+    monkeypatch.delenv(allocator.OPT_OUT)
+    assert allocator.keep_freed_memory() == (sys.platform.startswith("linux")
+                                             and platform.libc_ver()[0] == "glibc")

@@ -159,10 +159,13 @@ def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopp
     assert float(last["unlearning/forgetting"]) == float(not recovered)
     losses = [float(r["train/critic_loss"]) for r in rows if r["train/critic_loss"]]
     assert losses and np.all(np.isfinite(losses))
+    # ... and with imagined rollouts, compiled losses and no progress bar
     imagined = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
-                       "--model.rollout.ratio", "0.5",
+                       "--model.rollout.ratio", "0.5", "--model.compile", "on",
+                       "--trainer.enable_progress_bar", "false",
                        "--trainer.default_root_dir", "runs/smoke/finetune_r05", cwd=tmp_path)
     assert imagined.returncode == 0, imagined.stderr[-2000:]
+    assert "env_step=" not in imagined.stderr
     rows = read_csv(tmp_path / "runs/smoke/finetune_r05/csv/version_0/metrics.csv")
     rounds = [r for r in rows if r["rollout/transitions"]]
     assert [int(r["env_step"]) for r in rounds] == [50, 60, 70]  # every 10 online steps

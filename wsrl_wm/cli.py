@@ -66,7 +66,9 @@ def fit_command(argv: list[str]) -> None:
             root = Path(config.trainer.default_root_dir or "runs/default")
             if config.trainer.logger in (None, True):
                 kwargs["logger"] = default_loggers(root, config.wandb_mode, config.wandb_project)
-            kwargs["callbacks"] = [*(config.trainer.callbacks or []), *default_callbacks(root)]
+            progress_bar = config.trainer.enable_progress_bar is not False
+            kwargs["callbacks"] = [*(config.trainer.callbacks or []),
+                                   *default_callbacks(root, progress_bar)]
             return super().instantiate_trainer(**kwargs)
 
     if not any(arg.startswith("--weights_only") for arg in argv):

@@ -26,7 +26,6 @@ from wsrl_wm.collect import collect
 from wsrl_wm.data import ReplayBuffer
 from wsrl_wm.envs import termination_fn
 from wsrl_wm.lightning import FinetuneModule, PretrainModule
-from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar
 from wsrl_wm.lightning.trainer_setup import default_callbacks, default_loggers
 from wsrl_wm.world_model import WorldModel, WorldModelConfig, branched_rollout
 from wsrl_wm.world_model.train import train_world_model
@@ -151,9 +150,9 @@ def lightning_loop(online_steps: int, iterations: int) -> list[Figure]:
 def fit(module, root: Path, callbacks: list) -> None:
     """A Trainer set up as `wsrl-wm fit` sets it up (loggers, callbacks), without the progress
     bar (its output would bury the table)."""
-    quiet = [c for c in default_callbacks(root) if not isinstance(c, EnvStepProgressBar)]
     trainer = Trainer(max_epochs=1, logger=default_loggers(root, "offline", "wsrl-wm-benchmark"),
-                      callbacks=[*callbacks, *quiet], default_root_dir=root,
+                      callbacks=[*callbacks, *default_callbacks(root, progress_bar=False)],
+                      default_root_dir=root,
                       enable_model_summary=False, enable_progress_bar=False)
     trainer.fit(module)
 

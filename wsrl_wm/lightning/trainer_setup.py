@@ -41,9 +41,10 @@ class EnvStepCheckpoint(Callback):
             os.replace(tmp, self.path)
 
 
-def default_callbacks(root: Path) -> list[Callback]:
-    """Env-step progress bar, periodic env-step checkpoints, and `<root>/checkpoints/last.ckpt`
-    at the end (what fine-tuning restores)."""
-    return [EnvStepProgressBar(), EnvStepCheckpoint(root),
+def default_callbacks(root: Path, progress_bar: bool = True) -> list[Callback]:
+    """Env-step progress bar (unless turned off with `trainer.enable_progress_bar: false`),
+    periodic env-step checkpoints, and `<root>/checkpoints/last.ckpt` at the end (what
+    fine-tuning restores)."""
+    return [*([EnvStepProgressBar()] if progress_bar else []), EnvStepCheckpoint(root),
             ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0,
                             enable_version_counter=False)]
