@@ -3,7 +3,7 @@ written the common way, the Lightning loop's overhead, rollout throughput, world
 time, peak memory and buffer-size scaling — each measured side by side in this process, so the
 ratios compare like with like. Prints a table and writes JSON.
 
-    python experiments/benchmark.py [--quick] [--out benchmark.json]
+    python experiments/benchmark.py [--quick] [--out benchmark.json] [--device cuda]
 
 --quick (under a minute on 2 cores) shrinks iteration counts and skips torch.compile.
 """
@@ -46,8 +46,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a run under a minute")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results")
+    parser.add_argument("--device", default="cpu",
+                        help="where the SAC and CQL update sections run (e.g. cuda)")
     args = parser.parse_args()
-    figures = run_suite(quick=args.quick)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    figures = run_suite(quick=args.quick, device=args.device)
     print(table(figures))
     write_json(args.out, figures)
     print(f"\nwrote {args.out}")

@@ -31,14 +31,14 @@ def mlp(inputs: int, hidden: tuple[int, ...], outputs: int, layer_norm: bool) ->
 class ReferenceSAC:
     """The loop-over-critics SAC update with WSRL's settings (REDQ 2-of-N target, UTD k)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig):
+    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig, device: str = "cpu"):
         self.config = config
         self.critics = nn.ModuleList(
             mlp(obs_dim + act_dim, config.critic_hidden, 1, config.layer_norm)
-            for _ in range(config.num_critics))
+            for _ in range(config.num_critics)).to(device)
         self.targets = copy.deepcopy(self.critics).requires_grad_(False)
-        self.actor = mlp(obs_dim, config.actor_hidden, 2 * act_dim, config.layer_norm)
-        self.log_alpha = torch.zeros((), requires_grad=True)
+        self.actor = mlp(obs_dim, config.actor_hidden, 2 * act_dim, config.layer_norm).to(device)
+        self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=config.critic_lr)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.temperature_lr)

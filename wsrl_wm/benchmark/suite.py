@@ -43,13 +43,14 @@ class Figure:
     target: str = ""  # the issue's target for this figure, if it has one
 
 
-def random_batch(size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM) -> dict:
+def random_batch(size: int, device: str = "cpu") -> dict:
     g = torch.Generator().manual_seed(0)
-    return {"observations": torch.randn(size, obs_dim, generator=g),
-            "actions": torch.rand(size, act_dim, generator=g) * 2 - 1,
-            "rewards": torch.randn(size, generator=g),
-            "next_observations": torch.randn(size, obs_dim, generator=g),
-            "terminals": torch.zeros(size), "mc_returns": torch.randn(size, generator=g)}
+    batch = {"observations": torch.randn(size, OBS_DIM, generator=g),
+             "actions": torch.rand(size, ACT_DIM, generator=g) * 2 - 1,
+             "rewards": torch.randn(size, generator=g),
+             "next_observations": torch.randn(size, OBS_DIM, generator=g),
+             "terminals": torch.zeros(size), "mc_returns": torch.randn(size, generator=g)}
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def update_section(section: str, agent: SAC, reference: ReferenceSAC, batch: dict,
@@ -78,14 +79,17 @@ def update_section(section: str, agent: SAC, reference: ReferenceSAC, batch: dic
 
 
 def sac_update(iterations: int, compiled: bool, peak: float, batch_size: int = 1024,
-               config: SACConfig | None = None) -> list[Figure]:
+               config: SACConfig | None = None, device: str = "cpu") -> list[Figure]:
     """WSRL's fine-tune update: 10 LayerNorm critics 2×256, UTD 4, batch 1024."""
     config = config or SACConfig(utd=4, compile="off")
     torch.manual_seed(0)
-    agent, reference = SAC(OBS_DIM, ACT_DIM, config), ReferenceSAC(OBS_DIM, ACT_DIM, config)
-    section = "SAC update (fine-tune)"
-    figures = update_section(section, agent, reference, random_batch(batch_size), iterations,
-                             compiled, peak, ("≥ 2", "≥ 0.7"))
+    agent = SAC(OBS_DIM, ACT_DIM, config).to(device)
+    reference = ReferenceSAC(OBS_DIM, ACT_DIM, config, device)
+    section = f"SAC update (fine-tune, {device})"
+    figures = update_section(section, agent, reference, random_batch(batch_size, device),
+                             iterations, compiled, peak, ("≥ 2", "≥ 0.7"))
+    if device != "cpu":
+        return figures
     system = in_fresh_process(eager_sac_rate, iterations, batch_size, config)
     return [*figures, Figure(section, "wsrl-wm eager, glibc's default allocator", system,
                              "updates/s")]
@@ -100,13 +104,14 @@ def eager_sac_rate(iterations: int, batch_size: int, config: SACConfig) -> float
 
 
 def cql_update(iterations: int, compiled: bool, peak: float, batch_size: int = 256,
-               config: CQLConfig | None = None) -> list[Figure]:
+               config: CQLConfig | None = None, device: str = "cpu") -> list[Figure]:
     """WSRL's pretraining update: CQL α = 5 with 10 sampled actions, same critics, batch 256."""
     config = config or CQLConfig(compile="off")
     torch.manual_seed(0)
-    agent, reference = CQL(OBS_DIM, ACT_DIM, config), ReferenceCQL(OBS_DIM, ACT_DIM, config)
-    return update_section("CQL update (pretrain)", agent, reference, random_batch(batch_size),
-                          iterations, compiled, peak)
+    agent = CQL(OBS_DIM, ACT_DIM, config).to(device)
+    reference = ReferenceCQL(OBS_DIM, ACT_DIM, config, device)
+    return update_section(f"CQL update (pretrain, {device})", agent, reference,
+                          random_batch(batch_size, device), iterations, compiled, peak)
 
 
 class StepClock(Callback):
@@ -251,17 +256,19 @@ def buffer_scaling(capacities: list[int], iterations: int) -> list[Figure]:
             Figure(section, "largest / smallest", costs[-1] / costs[0], "x", "≈ 1")]
 
 
-def run_suite(quick: bool = False) -> list[Figure]:
-    """Every section; `quick` shrinks the iteration counts and skips torch.compile. The process
-    is set up as `wsrl-wm` sets itself up (allocator)."""
+def run_suite(quick: bool = False, device: str = "cpu") -> list[Figure]:
+    """Every section; `quick` shrinks the iteration counts and skips torch.compile. `device`
+    runs the two update sections there (the others measure CPU-side work). The process is set
+    up as `wsrl-wm` sets itself up (allocator)."""
     allocator = keep_freed_memory()
     compiled = not quick and compile_available()
-    peak = peak_matmul_flops()
-    figures = [Figure("Machine", "matmul roofline ([10,256,256] bmm)", peak / 1e9, "GFLOP/s"),
+    peak = peak_matmul_flops(device)
+    figures = [Figure("Machine", f"matmul roofline ([10,256,256] bmm, {device})", peak / 1e9,
+                      "GFLOP/s"),
                Figure("Machine", "torch threads", torch.get_num_threads(), ""),
                Figure("Machine", "freed memory kept (wsrl_wm.allocator)", float(allocator), "")]
-    figures += sac_update(5 if quick else 30, compiled, peak)
-    figures += cql_update(2 if quick else 10, compiled, peak)
+    figures += sac_update(5 if quick else 30, compiled, peak, device=device)
+    figures += cql_update(2 if quick else 10, compiled, peak, device=device)
     figures += lightning_loop(40 if quick else 1100, 5 if quick else 30)
     figures += rollouts(2 if quick else 10)
     figures += world_model_epoch(10_000 if quick else 100_000)
