@@ -157,6 +157,44 @@ def test_actor_loss_gives_no_gradient_to_critics():
     assert all(p.grad is not None for p in agent.critic.parameters())
 
 
+@pytest.mark.parametrize("assignment", ["spread", "one critic", "some empty"])
+def test_per_row_equals_every_critic_then_pick(assignment):
+    """Each row through its own critic only, against every critic on every row then indexing —
+    with skewed groups and critics that own no row."""
+    torch.manual_seed(6)
+    critic = SAC(OBS, ACT, SACConfig(num_critics=5, **SMALL)).critic
+    obs, act = torch.randn(37, OBS), torch.randn(37, ACT)
+    member = {"spread": torch.randint(5, (37,)), "one critic": torch.full((37,), 3),
+              "some empty": torch.tensor([0, 4] * 18 + [4])}[assignment]
+    expected = critic(obs, act)[member, torch.arange(37)]
+    torch.testing.assert_close(critic.per_row(obs, act, member), expected)
+
+
+def test_actor_step_through_the_minimising_critic_equals_min_over_all():
+    """The fast actor loss (gradient through each row's minimising critic only) gives the
+    plain path's loss and actor gradients: min over all critics, back-propagated through all."""
+    torch.manual_seed(8)
+    agent = SAC(OBS, ACT, SACConfig(num_critics=6, critic_hidden=(16, 16), actor_hidden=(16,),
+                                    layer_norm=True))
+    batch = make_batch(64, seed=3)
+    torch.manual_seed(9)
+    loss, log_prob, _ = agent.actor_loss(batch)
+    loss.backward()
+    fast = [p.grad.clone() for p in agent.actor.parameters()]
+    agent.actor.zero_grad()
+    torch.manual_seed(9)  # the same sampled actions
+    action, plain_log_prob = agent.actor(batch["observations"])
+    with frozen(agent.critic):
+        q = agent.critic(batch["observations"], action).min(dim=0).values
+    plain = (agent.temperature().detach() * plain_log_prob - q).mean()
+    plain.backward()
+    torch.testing.assert_close(loss, plain)
+    torch.testing.assert_close(log_prob, plain_log_prob.detach())
+    for got, want in zip(fast, (p.grad for p in agent.actor.parameters()), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is None for p in agent.critic.parameters())
+
+
 def test_frozen_restores_flags_after_exception():
     agent = SAC(OBS, ACT, SACConfig(num_critics=2, **SMALL))
     agent.critic.mlp.net[0].bias.requires_grad_(False)

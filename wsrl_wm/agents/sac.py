@@ -118,9 +118,12 @@ class SAC(nn.Module):
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(actor loss, log π of the sampled actions, info); critics get no gradient here."""
-        action, log_prob = self.actor(batch["observations"])
-        with frozen(self.critic):
-            q = self.critic(batch["observations"], action).min(dim=0).values
+        obs = batch["observations"]
+        action, log_prob = self.actor(obs)
+        with torch.no_grad():  # which critic is the minimum, row by row ...
+            minimiser = self.critic(obs, action).argmin(dim=0)
+        with frozen(self.critic):  # ... since the gradient of the min flows only through it
+            q = self.critic.per_row(obs, action, minimiser)
         loss = (self.temperature().detach() * log_prob - q).mean()
         return loss, log_prob.detach(), {"actor_loss": loss.detach(),
                                          "entropy": -log_prob.detach().mean()}
