@@ -32,7 +32,7 @@ class CriticEnsemble(nn.Module):
         order = torch.argsort(member, stable=True)  # rows sorted by critic
         counts = torch.bincount(member, minlength=critics)
         starts = torch.cumsum(counts, 0) - counts
-        width = int(counts.max())
+        width = largest(counts)
         slot = torch.arange(width, device=obs.device)
         # Group k's j-th row, or the group's last row (any row for an empty group) as padding.
         last = (starts + counts - 1).clamp(min=0)
@@ -42,3 +42,10 @@ class CriticEnsemble(nn.Module):
         rank = torch.arange(rows, device=obs.device) - starts[sorted_member]
         return torch.empty(rows, dtype=q.dtype, device=q.device).index_put(
             (order,), q[sorted_member, rank])
+
+
+@torch.compiler.disable
+def largest(counts: torch.Tensor) -> int:
+    """The one host sync of `per_row`; compiled callers break their graph here by design (the
+    group width is data-dependent) instead of warning about `Tensor.item()`."""
+    return int(counts.max())

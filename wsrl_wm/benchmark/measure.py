@@ -2,6 +2,7 @@
 
 import multiprocessing
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,21 @@ def per_second(work: Callable[[], object], iterations: int, warmup: int = 2) -> 
         work()
     synchronize()
     return iterations / (time.perf_counter() - start)
+
+
+def interleaved_per_second(works: dict[str, Callable[[], object]], iterations: int,
+                           rounds: int = 3) -> dict[str, float]:
+    """Calls per second of each of `works`, timed in alternating blocks of `iterations // rounds`
+    calls and reported as each one's median block: slow phases of a shared machine then hit
+    every contender alike instead of whichever happened to run during them."""
+    for work in works.values():  # warm up all before timing any
+        per_second(work, 1, warmup=2)
+    block = max(1, iterations // rounds)
+    rates: dict[str, list[float]] = {name: [] for name in works}
+    for _ in range(rounds):
+        for name, work in works.items():
+            rates[name].append(per_second(work, block, warmup=0))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def synchronize() -> None:

@@ -18,6 +18,7 @@ from wsrl_wm.allocator import keep_freed_memory
 from wsrl_wm.benchmark.measure import (
     flops,
     in_fresh_process,
+    interleaved_per_second,
     peak_matmul_flops,
     peak_rss_added_mb,
     per_second,
@@ -57,20 +58,22 @@ def random_batch(size: int, device: str = "cpu") -> dict:
 def update_section(section: str, agent: SAC, reference: ReferenceSAC, batch: dict,
                    iterations: int, compiled: bool, peak: float,
                    targets: tuple[str, str] = ("", "")) -> list[Figure]:
-    """Updates/s of `agent` (eager, then compiled) and of `reference` on the same batch; the
-    best of ours against the reference and against the matmul roofline."""
+    """Updates/s of `agent` (eager and, if asked, compiled) and of `reference` on the same
+    batch, timed interleaved; the best of ours against the reference and the matmul roofline."""
     optimizers = agent.make_optimizers()
     update_flops = flops(lambda: agent.update(batch, optimizers))
-    reference_rate = per_second(lambda: reference.update(batch), iterations)
-    eager_rate = per_second(lambda: agent.update(batch, optimizers), iterations)
-    figures = [Figure(section, "reference", reference_rate, "updates/s"),
-               Figure(section, "wsrl-wm eager", eager_rate, "updates/s")]
-    best = eager_rate
+    works = {"reference": lambda: reference.update(batch),
+             "wsrl-wm eager": lambda: agent.update(batch, optimizers)}
     if compiled:
-        agent.config.compile = "on"
-        agent.compile_losses(updates=iterations)
-        best = per_second(lambda: agent.update(batch, optimizers), iterations, warmup=3)
-        figures.append(Figure(section, "wsrl-wm compiled", best, "updates/s"))
+        fast = copy.deepcopy(agent)
+        fast.config.compile = "on"
+        fast.compile_losses(updates=iterations)
+        fast_optimizers = fast.make_optimizers()
+        works["wsrl-wm compiled"] = lambda: fast.update(batch, fast_optimizers)
+    rates = interleaved_per_second(works, iterations)
+    figures = [Figure(section, name, rate, "updates/s") for name, rate in rates.items()]
+    best = max(rate for name, rate in rates.items() if name != "reference")
+    reference_rate = rates["reference"]
     return figures + [
         Figure(section, "GFLOP per update", update_flops / 1e9, "GFLOP"),
         Figure(section, "best / reference", best / reference_rate, "x", targets[0]),
