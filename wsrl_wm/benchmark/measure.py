@@ -51,12 +51,22 @@ def flops(work: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_matmul_flops(device: str = "cpu", iterations: int = 20) -> float:
-    """FLOP/s of a [10, 256, 256] batched matmul — the critic ensemble's hidden layer, the
-    fastest shape in the update — on this machine now: the roofline."""
+def matmul_probe(device: str = "cpu") -> tuple[Callable[[], object], float]:
+    """(a call, its FLOPs): a [10, 256, 256] batched matmul — the critic ensemble's hidden
+    layer, the fastest shape in the update. Its rate on this machine now is the roofline."""
     a = torch.randn(10, 256, 256, device=device)
     b = torch.randn(10, 256, 256, device=device)
-    return 2 * 10 * 256**3 * per_second(lambda: torch.bmm(a, b), iterations, warmup=5)
+    repeats = 20  # ~40 ms on 2 CPU cores: long enough to sample the same machine state
+
+    def work() -> None:
+        for _ in range(repeats):
+            torch.bmm(a, b)
+    return work, repeats * 2 * 10 * 256**3
+
+
+def peak_matmul_flops(device: str = "cpu", iterations: int = 20) -> float:
+    work, work_flops = matmul_probe(device)
+    return work_flops * per_second(work, iterations, warmup=5)
 
 
 def in_fresh_process(task: Callable[..., float], *args) -> float:
