@@ -94,3 +94,12 @@ def test_table_and_json(tmp_path):
     saved = json.loads(out.read_text())
     assert [f["name"] for f in saved["figures"]] == ["a", "b"] and saved["torch"]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_lightning_section_times_a_real_fit_and_the_direct_update():
+    figures = {f.name: f.value for f in suite.lightning_loop(online_steps=8, iterations=2)}
+    assert figures["fit, per online env step"] > 0
+    assert figures["direct update, same agent, same buffer"] > 0
+    assert figures["loop overhead / update"] == pytest.approx(
+        figures["fit, per online env step"] / figures["direct update, same agent, same buffer"]
+        - 1)
