@@ -1,6 +1,8 @@
 """SAC with a critic ensemble, as WSRL uses online (and our collector uses to train behaviour
 policies): REDQ-style target = min over a random subset of target critics, UTD k critic steps on
 k slices of the batch with a target update after each, then one actor + temperature step.
+Only the drawn target critics are computed, and the actor's gradient goes through each row's
+minimising critic only (docs/performance.md).
 
 Every loss is checked to be finite before its optimiser step (one host sync per critic step, one
 for actor + temperature), so the parameters never train on NaN: the update stops with a
