@@ -86,3 +86,16 @@ def test_allocator_setting_applies_on_linux_and_can_be_opted_out(monkeypatch):
     monkeypatch.delenv(allocator.OPT_OUT)
     assert allocator.keep_freed_memory() == (sys.platform.startswith("linux")
                                              and platform.libc_ver()[0] == "glibc")
+
+
+def test_auto_detection_needs_a_backend_and_a_working_trial_compile(monkeypatch):
+    detect = compilation.compile_available.__wrapped__  # uncached
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(compilation.shutil, "which", lambda name: None)
+    assert not detect()  # no C++ compiler
+    monkeypatch.setattr(compilation.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor: Python.h not found")
+    monkeypatch.setattr(torch, "compile", broken)
+    assert not detect()  # a compiler, but the toolchain fails: stay eager

@@ -7,6 +7,7 @@ runs of at least `AUTO_MIN_UPDATES` updates, and only where inductor has a backe
 compiler on CPU, Triton on CUDA.
 """
 
+import functools
 import importlib.util
 import shutil
 
@@ -18,10 +19,24 @@ COMPILE_MODES = ("auto", "on", "off")
 AUTO_MIN_UPDATES = 10_000
 
 
+@functools.cache
 def compile_available() -> bool:
+    """Whether inductor works here: a backend is installed and a trial kernel compiles (a
+    compiler without Python's headers, say, would otherwise fail a long run at its first
+    update). Seconds, once per process, and only asked for runs that `auto` would compile."""
     if torch.cuda.is_available():
-        return importlib.util.find_spec("triton") is not None
-    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+        if importlib.util.find_spec("triton") is None:
+            return False
+        device = "cuda"
+    elif any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+        device = "cpu"
+    else:
+        return False
+    try:
+        trial = torch.compile(lambda x: torch.relu(x) * 2.0 + 1.0, dynamic=False)
+        return bool(trial(torch.ones(3, device=device)).sum().item() == 9.0)
+    except Exception:  # any failure means: stay eager
+        return False
 
 
 def wants_compile(mode: str, updates: int) -> bool:
