@@ -32,6 +32,8 @@ def updated_parameters(agent: SAC, optimizers: dict, batch: dict, updates: int) 
 def test_compiled_losses_match_eager(agent_class, config):
     """Same start, same batch, same random draws (inductor told to draw like eager): the
     compiled update lands on the eager update's parameters within float tolerance."""
+    if not compilation.compile_available():
+        pytest.skip("torch.compile has no working backend here (no C++ compiler / Triton)")
     torch.manual_seed(0)
     eager = agent_class(3, 2, config)
     compiled = copy.deepcopy(eager)
