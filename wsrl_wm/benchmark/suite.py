@@ -37,6 +37,7 @@ from wsrl_wm.world_model.train import train_world_model
 
 ENV = "HalfCheetah-v5"  # obs 17, act 6: the locomotion sizes of DESIGN.md §4
 OBS_DIM, ACT_DIM = 17, 6
+ROLLOUT_STARTS = 100_000  # the rollout batch
 
 
 @dataclass
@@ -229,9 +230,7 @@ def peak_memory_of(name: str) -> float:
 
 
 def _sac_update() -> None:
-    agent, batch = SAC(OBS_DIM, ACT_DIM, SACConfig(utd=4, compile="off")), random_batch(1024)
-    optimizers = agent.make_optimizers()
-    per_second(lambda: agent.update(batch, optimizers), 2)
+    eager_sac_rate(2, 1024, SACConfig(utd=4, compile="off"))
 
 
 def _reference_update() -> None:
@@ -254,7 +253,6 @@ def _every_elite_rollout() -> None:
     every_elite_step(*_rollout_models())
 
 
-ROLLOUT_STARTS = 100_000
 MEMORY_TASKS = {"SAC update (batch 1024)": _sac_update,
                 "reference SAC update": _reference_update,
                 f"rollout, {ROLLOUT_STARTS} starts": _rollout,
