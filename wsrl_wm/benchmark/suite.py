@@ -3,7 +3,6 @@ ratios compare like with like on whatever machine runs them."""
 
 import copy
 import dataclasses
-import math
 import statistics
 import tempfile
 import time
@@ -126,36 +125,47 @@ def cql_update(iterations: int, compiled: bool, batch_size: int = 256,
 
 
 class LoopVersusDirect(Callback):
-    """Times the online env steps in [first, last] of a fit and, halfway through, the same
-    agent's update called directly (on a copy, with batches from the run's buffer): same agent
-    state, same machine phase. The halfway step is left out of the loop's timing."""
+    """Times the online env steps in [first, last] of a fit and, at ten points spread over that
+    window, the agent's update called directly (on one copy of the agent, taken at the first
+    point, with batches from the run's buffer). The VM's speed drifts by 10–30 % within a
+    minute, so both are sampled across the same stretch of the run; the steps that hosted a
+    direct measurement are left out of the loop's timing."""
 
-    def __init__(self, first: int, last: int, iterations: int):
-        self.first, self.last, self.iterations = first, last, iterations
-        self.middle = (first + last) // 2
+    def __init__(self, first: int, last: int, iterations: int, points: int = 10):
+        self.first, self.last = first, last
+        self.points = {first + (last - first) * (k + 1) // (points + 1) for k in range(points)}
+        self.per_point = max(1, iterations // len(self.points))
         self.step_seconds: list[float] = []
-        self.update_seconds = math.nan
+        self.update_seconds: list[float] = []
         self._start: float | None = None
+        self._copy: tuple | None = None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         now = time.perf_counter()
-        if self._start is not None and module.env_step - 1 != self.middle:
+        if self._start is not None and module.env_step - 1 not in self.points:
             self.step_seconds.append(now - self._start)
         self._start = None
-        if module.env_step == self.middle:
-            agent = copy.deepcopy(module.agent)
-            optimizers = agent.make_optimizers()
-            self.update_seconds = 1 / per_second(
-                lambda: agent.update(module.sample_batch(), optimizers), self.iterations)
+        if module.env_step in self.points:
+            self.time_direct_updates(module)
         if self.first <= module.env_step <= self.last:
             self._start = time.perf_counter()
+
+    def time_direct_updates(self, module) -> None:
+        warmup = 0
+        if self._copy is None:
+            agent = copy.deepcopy(module.agent)
+            self._copy, warmup = (agent, agent.make_optimizers()), 2
+        agent, optimizers = self._copy
+        rate = per_second(lambda: agent.update(module.sample_batch(), optimizers),
+                          self.per_point, warmup)
+        self.update_seconds += [1 / rate] * self.per_point
 
 
 def lightning_loop(online_steps: int, iterations: int) -> list[Figure]:
     """Wall time per online env step of a real fine-tuning fit (env step, buffer, sampling,
     Lightning hooks, the default loggers and checkpoint callbacks, logging every 1000 env
-    steps) against calling the same agent's update directly, measured halfway through the
-    run. The switch evaluation and the final one fall outside the timed window."""
+    steps) against calling the same agent's update directly, sampled across the same stretch
+    of the run. The switch evaluation and the final one fall outside the timed window."""
     warmup = 1024
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -168,7 +178,8 @@ def lightning_loop(online_steps: int, iterations: int) -> list[Figure]:
                                 eval_interval=10**9, eval_episodes=1, compile="off")
         clock = LoopVersusDirect(warmup + 1, warmup + online_steps - 2, iterations)
         fit(module, root / "finetune", [clock])
-    per_step, per_update = statistics.mean(clock.step_seconds), clock.update_seconds
+    per_step = statistics.mean(clock.step_seconds)
+    per_update = statistics.mean(clock.update_seconds)
     section = "Lightning fine-tune loop"
     return [Figure(section, "fit, per online env step", per_step * 1e3, "ms"),
             Figure(section, "direct update, same agent, same buffer", per_update * 1e3, "ms"),
