@@ -5,7 +5,7 @@ ratios compare like with like. Prints a table and writes JSON.
 
     python experiments/benchmark.py [--quick] [--out benchmark.json] [--device cuda]
 
---quick (under a minute on 2 cores) shrinks iteration counts and skips torch.compile.
+--quick (about a minute on 2 cores) shrinks iteration counts and skips torch.compile.
 """
 
 import argparse
@@ -44,7 +44,8 @@ def write_json(path: Path, figures: list[Figure]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a run under a minute")
+    parser.add_argument("--quick", action="store_true",
+                        help="about a minute: fewer iterations, no torch.compile")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results")
     parser.add_argument("--device", default="cpu",
                         help="where the SAC and CQL update sections run (e.g. cuda)")
