@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _mlp(in_features: int, hidden: tuple[int, ...], out_features: int, layer_norm: bool):
+def mlp(in_features: int, hidden: tuple[int, ...], out_features: int, layer_norm: bool):
+    """Linear [→ LayerNorm] → ReLU per hidden layer, then a linear head (one network)."""
     layers: list[nn.Module] = []
     for size in hidden:
         layers += [nn.Linear(in_features, size), *([nn.LayerNorm(size)] if layer_norm else []),
@@ -29,7 +30,7 @@ class TanhGaussianActor(nn.Module):
                  log_std_min: float = -20.0, log_std_max: float = 2.0):
         super().__init__()
         self.state_dependent_std = state_dependent_std
-        self.net = _mlp(obs_dim, hidden, act_dim * (2 if state_dependent_std else 1), layer_norm)
+        self.net = mlp(obs_dim, hidden, act_dim * (2 if state_dependent_std else 1), layer_norm)
         self.log_std = None if state_dependent_std else nn.Parameter(torch.zeros(act_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 

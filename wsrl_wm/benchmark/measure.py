@@ -1,5 +1,6 @@
 """Timing, FLOP and memory measurements shared by the benchmark sections."""
 
+import functools
 import multiprocessing
 import resource
 import statistics
@@ -83,11 +84,11 @@ def peak_rss_added_mb(task: Callable[[], object]) -> float:
     try:
         Path("/proc/self/clear_refs").write_text("5")
         before = _proc_status_mb("VmRSS")
+        peak = functools.partial(_proc_status_mb, "VmHWM")
     except OSError:
-        before = _lifetime_peak_mb()
+        before, peak = _lifetime_peak_mb(), _lifetime_peak_mb
     task()
-    after = _proc_status_mb("VmHWM") if Path("/proc/self/status").exists() else None
-    return (after if after is not None else _lifetime_peak_mb()) - before
+    return peak() - before
 
 
 def _proc_status_mb(field: str) -> float:

@@ -15,17 +15,9 @@ from torch import nn
 from torch.distributions import Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
+from models.actor import mlp
 from wsrl_wm.agents import CQLConfig, SACConfig
 from wsrl_wm.world_model import WorldModel
-
-
-def mlp(inputs: int, hidden: tuple[int, ...], outputs: int, layer_norm: bool) -> nn.Sequential:
-    layers, width = [], inputs
-    for size in hidden:
-        layers += [nn.Linear(width, size), *([nn.LayerNorm(size)] if layer_norm else []),
-                   nn.ReLU()]
-        width = size
-    return nn.Sequential(*layers, nn.Linear(width, outputs))
 
 
 class ReferenceSAC:
