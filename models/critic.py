@@ -23,29 +23,37 @@ class CriticEnsemble(nn.Module):
     def per_row(self, obs: torch.Tensor, act: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
         """[B]: Q_{member[b]}(obs[b], act[b]), each row through its own critic only.
 
-        Rows are grouped by critic and padded to the largest group (repeating a row whose
-        result is dropped), so one batched pass computes about B rows instead of N·B. The
-        actor step uses it because the gradient of min_i Q_i flows only through each row's
-        minimising critic. One host sync (the largest group's size).
+        Rows are grouped by critic and each group is cut into chunks of ⌈B/N⌉ rows (the last
+        chunk of a group padded by repeating a row whose result is dropped); one batched pass
+        runs every chunk through its critic. That computes fewer than 2·B rows however the rows
+        are spread, instead of N·B for every critic on every row. The actor step uses it because
+        the gradient of min_i Q_i flows only through each row's minimising critic. One host sync
+        (the number of chunks).
         """
         rows, critics = len(obs), self.num_critics
+        width = -(-rows // critics)
         order = torch.argsort(member, stable=True)  # rows sorted by critic
         counts = torch.bincount(member, minlength=critics)
         starts = torch.cumsum(counts, 0) - counts
-        width = largest(counts)
-        slot = torch.arange(width, device=obs.device)
-        # Group k's j-th row, or the group's last row (any row for an empty group) as padding.
-        last = (starts + counts - 1).clamp(min=0)
-        grouped = order[torch.minimum(starts[:, None] + slot, last[:, None])]  # [N, width]
-        q = self.mlp(torch.cat([obs, act], dim=-1)[grouped]).squeeze(-1)  # [N, width]
+        chunks = (counts + width - 1) // width  # per critic
+        first_chunk = torch.cumsum(chunks, 0) - chunks
+        chunk_critic = torch.repeat_interleave(
+            torch.arange(critics, device=obs.device), chunks, output_size=count(chunks))  # [C]
+        chunk_rank = torch.arange(len(chunk_critic), device=obs.device) - first_chunk[chunk_critic]
+        # Chunk c's j-th row, or its group's last row as padding.
+        position = chunk_rank[:, None] * width + torch.arange(width, device=obs.device)
+        group_start, group_size = starts[chunk_critic, None], counts[chunk_critic, None]
+        grouped = order[group_start + torch.minimum(position, group_size - 1)]  # [C, width]
+        q = self.mlp(torch.cat([obs, act], dim=-1)[grouped], chunk_critic).squeeze(-1)
         sorted_member = member[order]
-        rank = torch.arange(rows, device=obs.device) - starts[sorted_member]
+        rank = torch.arange(rows, device=obs.device) - starts[sorted_member]  # within its group
+        chunk = first_chunk[sorted_member] + rank // width
         return torch.empty(rows, dtype=q.dtype, device=q.device).index_put(
-            (order,), q[sorted_member, rank])
+            (order,), q[chunk, rank % width])
 
 
 @torch.compiler.disable
-def largest(counts: torch.Tensor) -> int:
+def count(chunks: torch.Tensor) -> int:
     """The one host sync of `per_row`; compiled callers break their graph here by design (the
-    group width is data-dependent) instead of warning about `Tensor.item()`."""
-    return int(counts.max())
+    number of chunks is data-dependent) instead of warning about `Tensor.item()`."""
+    return int(chunks.sum())

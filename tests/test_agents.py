@@ -9,6 +9,7 @@ import torch
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.agents.sac import frozen
+from wsrl_wm.benchmark.measure import flops
 
 OBS, ACT = 3, 2
 SMALL = dict(critic_hidden=(8,), actor_hidden=(8,), layer_norm=False)
@@ -168,6 +169,18 @@ def test_per_row_equals_every_critic_then_pick(assignment):
               "some empty": torch.tensor([0, 4] * 18 + [4])}[assignment]
     expected = critic(obs, act)[member, torch.arange(37)]
     torch.testing.assert_close(critic.per_row(obs, act, member), expected)
+
+
+@pytest.mark.parametrize("assignment", ["spread", "one critic"])
+def test_per_row_computes_fewer_than_two_rows_per_row(assignment):
+    """Groups are cut into chunks of ⌈B/N⌉ rows, so however skewed the minimisers, per_row costs
+    under two passes of one critic over the batch (padding every group to the largest would
+    cost N passes when one critic owns every row)."""
+    critic = SAC(OBS, ACT, SACConfig(num_critics=5, **SMALL)).critic
+    obs, act = torch.randn(37, OBS), torch.randn(37, ACT)
+    member = torch.randint(5, (37,)) if assignment == "spread" else torch.full((37,), 3)
+    one_pass = flops(lambda: critic(obs, act, torch.tensor([0])))
+    assert flops(lambda: critic.per_row(obs, act, member)) < 2 * one_pass
 
 
 def test_actor_step_through_the_minimising_critic_equals_min_over_all():
