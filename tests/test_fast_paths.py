@@ -12,7 +12,7 @@ from test_agents import make_batch
 
 from wsrl_wm import allocator
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig, compilation
-from wsrl_wm.errors import WsrlError
+from wsrl_wm.errors import DivergenceError, WsrlError
 
 SHAPES = dict(num_critics=4, critic_hidden=(32, 32), actor_hidden=(32, 32), layer_norm=True,
               utd=2)
@@ -47,6 +47,67 @@ def test_compiled_losses_match_eager(agent_class, config):
     assert any(not torch.equal(value, eager_start) for value, eager_start in
                zip(expected.values(), agent_class(3, 2, config).state_dict().values(),
                    strict=True))
+
+
+def compiled_agent(config: SACConfig) -> SAC:
+    if not compilation.compile_available():
+        pytest.skip("torch.compile has no working backend here (no C++ compiler / Triton)")
+    torch.manual_seed(0)
+    agent = SAC(3, 2, config)
+    assert agent.compile_losses(updates=1)
+    return agent
+
+
+def test_fused_critic_step_keeps_adams_state_layout():
+    """The compiled critic step writes Adam's own state, so its checkpoints load into the
+    autograd path (and back): same keys, same values as torch.optim.Adam after the same steps."""
+    fused = compiled_agent(SACConfig(**SHAPES, compile="on"))
+    plain = compiled_agent(SACConfig(**SHAPES, compile="on"))  # the same start
+    plain.fused_critic_step = None
+    batch = make_batch(64, seed=3)
+    states = []
+    for agent in (fused, plain):
+        optimizers = agent.make_optimizers()
+        assert (agent.fused_critic_step is None) == (agent is plain)
+        with torch._inductor.config.patch(fallback_random=True):
+            updated_parameters(agent, optimizers, batch, 2)
+        states.append(optimizers["critic"].state_dict())
+    got, expected = states
+    assert got["param_groups"] == expected["param_groups"]
+    assert got["state"].keys() == expected["state"].keys()
+    for index, state in expected["state"].items():
+        assert got["state"][index].keys() == state.keys()
+        for key, value in state.items():
+            torch.testing.assert_close(got["state"][index][key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_critic_step_moves_nothing_on_a_nonfinite_loss():
+    agent = compiled_agent(SACConfig(**SHAPES, compile="on"))
+    optimizers = agent.make_optimizers()
+    assert agent.fused_critic_step.supports(optimizers["critic"])
+    agent.update(make_batch(64, seed=4), optimizers)  # Adam state exists
+    before = copy.deepcopy((agent.state_dict(), optimizers["critic"].state_dict()))
+    batch = make_batch(64, seed=5)
+    batch["rewards"][3] = float("nan")
+    with pytest.raises(DivergenceError, match="critic loss became NaN"):
+        agent.update(batch, optimizers)
+    after = (agent.state_dict(), optimizers["critic"].state_dict())
+    for name, value in before[0].items():
+        assert torch.equal(after[0][name], value), name
+    for index, state in before[1]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(after[1]["state"][index][key], value), (index, key)
+
+
+def test_fused_critic_step_leaves_other_optimisers_to_autograd():
+    agent = compiled_agent(SACConfig(**SHAPES, compile="on"))
+    params = list(agent.critic.parameters())
+    step = agent.fused_critic_step
+    assert step.supports(torch.optim.Adam(params))
+    assert not step.supports(torch.optim.Adam(params, weight_decay=1e-4))
+    assert not step.supports(torch.optim.Adam(params, amsgrad=True))
+    assert not step.supports(torch.optim.SGD(params, lr=0.1))
+    assert not step.supports(torch.optim.Adam(params[1:]))
 
 
 def test_fused_adam_matches_foreach_adam():

@@ -19,6 +19,7 @@ from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
 from wsrl_wm.agents.compilation import wants_compile
+from wsrl_wm.agents.fused_step import FusedCriticStep
 from wsrl_wm.errors import DivergenceError, WsrlError
 
 Batch = dict[str, torch.Tensor]
@@ -70,6 +71,7 @@ class SAC(nn.Module):
         self.temperature = LogScalar(config.initial_temperature)
         self.target_entropy = (-float(act_dim) if config.target_entropy is None
                                else config.target_entropy)
+        self.fused_critic_step: FusedCriticStep | None = None  # set by compile_losses
         self.skipped_updates = 0  # updates undone for a non-finite loss (on_nonfinite="skip")
         self.q_bound_warned = False
 
@@ -83,9 +85,11 @@ class SAC(nn.Module):
 
     def compile_losses(self, updates: int) -> bool:
         """torch.compile the critic and actor losses if `config.compile` asks for it for a run
-        of `updates` updates; the backward passes are compiled with them. Returns whether."""
+        of `updates` updates; the backward passes are compiled with them, and the critic step
+        becomes one compiled function with its Adam and target update. Returns whether."""
         if not wants_compile(self.config.compile, updates):
             return False
+        self.fused_critic_step = FusedCriticStep(self)
         self.critic_loss = torch.compile(self.critic_loss)
         self.actor_loss = torch.compile(self.actor_loss)
         return True
@@ -168,15 +172,24 @@ class SAC(nn.Module):
         return info
 
     def critic_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict:
+        """A non-finite loss is caught before the optimiser step, or, in the fused compiled
+        step, masked on the device and reported after it: either way no parameter moves."""
+        if self.fused_critic_step is not None and self.fused_critic_step.supports(optimizer):
+            loss, info = self.fused_critic_step(batch, optimizer)
+            self.check_critic_loss(loss, info)
+            return info
         loss, info = self.critic_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        loss_value, q_abs_max = torch.stack([loss.detach(), info["q_abs_max"]]).tolist()
-        check_finite(critic=loss_value)
-        self.warn_if_q_explodes(q_abs_max)
+        self.check_critic_loss(loss, info)
         optimizer.step()
         self.update_target()
         return info
+
+    def check_critic_loss(self, loss: torch.Tensor, info: dict) -> None:
+        loss_value, q_abs_max = torch.stack([loss.detach(), info["q_abs_max"]]).tolist()
+        check_finite(critic=loss_value)
+        self.warn_if_q_explodes(q_abs_max)
 
     def actor_step(self, batch: Batch, optimizers: Optimizers) -> dict:
         """The temperature loss only needs the (detached) log π, so both losses are checked
