@@ -37,8 +37,9 @@ class FusedCriticStep:
                  ) -> tuple[torch.Tensor, dict]:
         group = optimizer.param_groups[0]
         states = [adam_state(optimizer, param) for param in self.params]
-        return self.compiled(batch, states, torch.tensor(float(group["lr"])), *group["betas"],
-                             group["eps"])
+        # A tensor, not a float: a changed learning rate does not recompile the step.
+        lr = torch.tensor(float(group["lr"]), device=self.params[0].device)
+        return self.compiled(batch, states, lr, *group["betas"], group["eps"])
 
     def step(self, batch: dict, states: list[dict], lr: torch.Tensor, beta1: float,
              beta2: float, eps: float) -> tuple[torch.Tensor, dict]:
