@@ -16,7 +16,7 @@ from torch.func import functional_call, grad_and_value
 
 class FusedCriticStep:
     def __init__(self, agent: nn.Module):
-        self.agent = agent
+        self.tau = agent.config.tau
         self.loss_module = _CriticLoss(agent)
         self.names = [f"critic.{name}" for name, _ in agent.critic.named_parameters()]
         self.params = list(agent.critic.parameters())
@@ -50,7 +50,6 @@ class FusedCriticStep:
         detached = [param.detach() for param in self.params]
         grads, (loss, info) = grad_and_value(loss_of, has_aux=True)(detached)
         finite = torch.isfinite(loss)
-        tau = self.agent.config.tau
         with torch.no_grad():
             for param, grad, state, target in zip(self.params, grads, states, self.targets,
                                                   strict=True):
@@ -66,7 +65,7 @@ class FusedCriticStep:
                 state["exp_avg"].copy_(exp_avg)
                 state["exp_avg_sq"].copy_(exp_avg_sq)
                 param.copy_(updated)
-                target.copy_(torch.where(finite, target.lerp(updated, tau), target))
+                target.copy_(torch.where(finite, target.lerp(updated, self.tau), target))
         return loss.detach(), info
 
 
