@@ -20,30 +20,37 @@ class CriticEnsemble(nn.Module):
         """[K, B] for K `members` (all N by default): a REDQ target computes only its subset."""
         return self.mlp(torch.cat([obs, act], dim=-1), members).squeeze(-1)
 
-    def per_row(self, obs: torch.Tensor, act: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    def per_row(self, obs: torch.Tensor, act: torch.Tensor, member: torch.Tensor,
+                static: bool = False) -> torch.Tensor:
         """[B]: Q_{member[b]}(obs[b], act[b]), each row through its own critic only.
 
         Rows are grouped by critic and each group is cut into chunks of ⌈B/N⌉ rows (the last
         chunk of a group padded by repeating a row whose result is dropped); one batched pass
         runs every chunk through its critic. That computes fewer than 2·B rows however the rows
         are spread, instead of N·B for every critic on every row. The actor step uses it because
-        the gradient of min_i Q_i flows only through each row's minimising critic. One host sync
-        (the number of chunks).
+        the gradient of min_i Q_i flows only through each row's minimising critic. It makes one
+        host sync (the number of chunks), or with `static` none: it then always runs the bound,
+        2N − 1 chunks (spares repeat a row and are dropped), so that one compiled graph can hold
+        it.
         """
         rows, critics = len(obs), self.num_critics
         width = -(-rows // critics)
         order = torch.argsort(member, stable=True)  # rows sorted by critic
-        counts = torch.bincount(member, minlength=critics)
+        # (bincount's output size depends on the data: no static graph could hold it)
+        counts = torch.zeros(critics, dtype=member.dtype, device=member.device).index_add_(
+            0, member, torch.ones_like(member))
         starts = torch.cumsum(counts, 0) - counts
-        chunks = (counts + width - 1) // width  # per critic
-        first_chunk = torch.cumsum(chunks, 0) - chunks
-        chunk_critic = torch.repeat_interleave(
-            torch.arange(critics, device=obs.device), chunks, output_size=count(chunks))  # [C]
-        chunk_rank = torch.arange(len(chunk_critic), device=obs.device) - first_chunk[chunk_critic]
-        # Chunk c's j-th row, or its group's last row as padding.
+        chunks = (counts + width - 1) // width  # per critic; they sum to at most 2N − 1
+        chunk_end = torch.cumsum(chunks, 0)
+        first_chunk = chunk_end - chunks
+        total = 2 * critics - 1 if static else count(chunks)
+        chunk_ids = torch.arange(total, device=obs.device)
+        chunk_critic = torch.searchsorted(chunk_end, chunk_ids, right=True).clamp(max=critics - 1)
+        chunk_rank = chunk_ids - first_chunk[chunk_critic]
+        # Chunk c's j-th row, or its group's last row as padding (any row for a spare chunk).
         position = chunk_rank[:, None] * width + torch.arange(width, device=obs.device)
         group_start, group_size = starts[chunk_critic, None], counts[chunk_critic, None]
-        grouped = order[group_start + torch.minimum(position, group_size - 1)]  # [C, width]
+        grouped = order[(group_start + torch.minimum(position, group_size - 1)).clamp(min=0)]
         q = self.mlp(torch.cat([obs, act], dim=-1)[grouped], chunk_critic).squeeze(-1)
         sorted_member = member[order]
         rank = torch.arange(rows, device=obs.device) - starts[sorted_member]  # within its group

@@ -158,29 +158,33 @@ def test_actor_loss_gives_no_gradient_to_critics():
     assert all(p.grad is not None for p in agent.critic.parameters())
 
 
-@pytest.mark.parametrize("assignment", ["spread", "one critic", "some empty"])
-def test_per_row_equals_every_critic_then_pick(assignment):
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("assignment", ["spread", "one critic", "some empty", "last empty"])
+def test_per_row_equals_every_critic_then_pick(assignment, static):
     """Each row through its own critic only, against every critic on every row then indexing —
-    with skewed groups and critics that own no row."""
+    with skewed groups and critics that own no row; with the data-dependent number of chunks
+    and with the static bound (whose spare chunks must not leak into the result)."""
     torch.manual_seed(6)
     critic = SAC(OBS, ACT, SACConfig(num_critics=5, **SMALL)).critic
     obs, act = torch.randn(37, OBS), torch.randn(37, ACT)
     member = {"spread": torch.randint(5, (37,)), "one critic": torch.full((37,), 3),
-              "some empty": torch.tensor([0, 4] * 18 + [4])}[assignment]
+              "some empty": torch.tensor([0, 4] * 18 + [4]),
+              "last empty": torch.tensor([0, 1] * 18 + [2])}[assignment]
     expected = critic(obs, act)[member, torch.arange(37)]
-    torch.testing.assert_close(critic.per_row(obs, act, member), expected)
+    torch.testing.assert_close(critic.per_row(obs, act, member, static), expected)
 
 
+@pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("assignment", ["spread", "one critic"])
-def test_per_row_computes_fewer_than_two_rows_per_row(assignment):
+def test_per_row_computes_fewer_than_two_rows_per_row(assignment, static):
     """Groups are cut into chunks of ⌈B/N⌉ rows, so however skewed the minimisers, per_row costs
     under two passes of one critic over the batch (padding every group to the largest would
-    cost N passes when one critic owns every row)."""
+    cost N passes when one critic owns every row); the static bound of 2N − 1 chunks too."""
     critic = SAC(OBS, ACT, SACConfig(num_critics=5, **SMALL)).critic
     obs, act = torch.randn(37, OBS), torch.randn(37, ACT)
     member = torch.randint(5, (37,)) if assignment == "spread" else torch.full((37,), 3)
     one_pass = flops(lambda: critic(obs, act, torch.tensor([0])))
-    assert flops(lambda: critic.per_row(obs, act, member)) < 2 * one_pass
+    assert flops(lambda: critic.per_row(obs, act, member, static)) < 2 * one_pass
 
 
 def test_actor_step_through_the_minimising_critic_equals_min_over_all():

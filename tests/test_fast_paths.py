@@ -58,56 +58,114 @@ def compiled_agent(config: SACConfig) -> SAC:
     return agent
 
 
-def test_fused_critic_step_keeps_adams_state_layout():
-    """The compiled critic step writes Adam's own state, so its checkpoints load into the
-    autograd path (and back): same keys, same values as torch.optim.Adam after the same steps."""
+def fused_and_plain() -> tuple[SAC, SAC]:
+    """The same compiled agent twice, one taking the fused update, one the per-step path."""
     fused = compiled_agent(SACConfig(**SHAPES, compile="on"))
-    plain = compiled_agent(SACConfig(**SHAPES, compile="on"))  # the same start
-    plain.fused_critic_step = None
+    plain = compiled_agent(SACConfig(**SHAPES, compile="on"))
+    plain.fused_update = None
+    return fused, plain
+
+
+def test_fused_update_keeps_adams_state_layout():
+    """The fused update writes Adam's own state, so its checkpoints load into the autograd path
+    (and back): same keys, same values as torch.optim.Adam after the same steps, for the critic,
+    actor and temperature optimisers."""
     batch = make_batch(64, seed=3)
     states = []
-    for agent in (fused, plain):
+    for agent in fused_and_plain():
         optimizers = agent.make_optimizers()
-        assert (agent.fused_critic_step is None) == (agent is plain)
+        assert agent.fused_update is None or agent.fused_update.supports(optimizers)
         with torch._inductor.config.patch(fallback_random=True):
             updated_parameters(agent, optimizers, batch, 2)
-        states.append(optimizers["critic"].state_dict())
+        states.append({name: opt.state_dict() for name, opt in optimizers.items()})
     got, expected = states
-    assert got["param_groups"] == expected["param_groups"]
-    assert got["state"].keys() == expected["state"].keys()
-    for index, state in expected["state"].items():
-        assert got["state"][index].keys() == state.keys()
-        for key, value in state.items():
-            torch.testing.assert_close(got["state"][index][key], value, rtol=1e-4, atol=1e-6)
+    for name in expected:
+        assert got[name]["param_groups"] == expected[name]["param_groups"]
+        assert got[name]["state"].keys() == expected[name]["state"].keys()
+        for index, state in expected[name]["state"].items():
+            assert got[name]["state"][index].keys() == state.keys()
+            for key, value in state.items():
+                torch.testing.assert_close(got[name]["state"][index][key], value, rtol=1e-4,
+                                           atol=1e-6, msg=f"{name} {index} {key}")
 
 
-def test_fused_critic_step_moves_nothing_on_a_nonfinite_loss():
+def poison_second_slice(batch: dict) -> dict:
+    """NaN rewards in the second UTD slice only: the first critic step is sound."""
+    batch["rewards"][len(batch["rewards"]) // SHAPES["utd"]] = float("nan")
+    return batch
+
+
+def poison_temperature(agent: SAC) -> None:
+    """An infinite temperature: the critic steps are sound, the actor loss is not."""
+    with torch.no_grad():
+        agent.temperature.log_value.fill_(float("inf"))
+
+
+@pytest.mark.parametrize("poison, message", [
+    ("second slice", "critic loss became NaN"),
+    ("temperature", "actor loss became"),
+])
+def test_fused_update_stops_where_the_plain_path_stops(poison, message):
+    """A non-finite loss in a later step of the update: the fused update masks that step and
+    every later one on the device, so it raises the plain path's error with every parameter,
+    target and optimiser moment where the plain path's check left them (earlier steps
+    applied)."""
+    batch = make_batch(64, seed=5)
+    ends = []
+    for agent in fused_and_plain():
+        optimizers = agent.make_optimizers()
+        with torch._inductor.config.patch(fallback_random=True):
+            torch.manual_seed(7)
+            agent.update(make_batch(64, seed=4), optimizers)  # Adam state exists
+            if poison == "temperature":
+                poison_temperature(agent)
+            start = copy.deepcopy(agent.state_dict())
+            with pytest.raises(DivergenceError, match=message):
+                agent.update(poison_second_slice(dict(batch)) if poison == "second slice"
+                             else batch, optimizers)
+        ends.append((start, agent.state_dict(),
+                     {name: opt.state_dict() for name, opt in optimizers.items()}))
+    (fused_start, fused_params, fused_moments), (_, plain_params, plain_moments) = ends
+    assert any(not torch.equal(fused_params[k], v) for k, v in fused_start.items())
+    for name, value in plain_params.items():
+        torch.testing.assert_close(fused_params[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    for name, moments in plain_moments.items():
+        for index, state in moments["state"].items():
+            for key, value in state.items():
+                torch.testing.assert_close(fused_moments[name]["state"][index][key], value,
+                                           rtol=1e-4, atol=1e-6, msg=f"{name} {index} {key}")
+
+
+def test_fused_update_moves_nothing_on_a_nonfinite_first_loss():
     agent = compiled_agent(SACConfig(**SHAPES, compile="on"))
     optimizers = agent.make_optimizers()
-    assert agent.fused_critic_step.supports(optimizers["critic"])
+    assert agent.fused_update.supports(optimizers)
     agent.update(make_batch(64, seed=4), optimizers)  # Adam state exists
-    before = copy.deepcopy((agent.state_dict(), optimizers["critic"].state_dict()))
+    before = copy.deepcopy((agent.state_dict(),
+                            {name: opt.state_dict() for name, opt in optimizers.items()}))
     batch = make_batch(64, seed=5)
     batch["rewards"][3] = float("nan")
     with pytest.raises(DivergenceError, match="critic loss became NaN"):
         agent.update(batch, optimizers)
-    after = (agent.state_dict(), optimizers["critic"].state_dict())
     for name, value in before[0].items():
-        assert torch.equal(after[0][name], value), name
-    for index, state in before[1]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(after[1]["state"][index][key], value), (index, key)
+        assert torch.equal(agent.state_dict()[name], value), name
+    for name, moments in before[1].items():
+        for index, state in moments["state"].items():
+            for key, value in state.items():
+                assert torch.equal(optimizers[name].state_dict()["state"][index][key], value)
 
 
-def test_fused_critic_step_leaves_other_optimisers_to_autograd():
+def test_fused_update_leaves_other_optimisers_to_autograd():
     agent = compiled_agent(SACConfig(**SHAPES, compile="on"))
-    params = list(agent.critic.parameters())
-    step = agent.fused_critic_step
-    assert step.supports(torch.optim.Adam(params))
-    assert not step.supports(torch.optim.Adam(params, weight_decay=1e-4))
-    assert not step.supports(torch.optim.Adam(params, amsgrad=True))
-    assert not step.supports(torch.optim.SGD(params, lr=0.1))
-    assert not step.supports(torch.optim.Adam(params[1:]))
+    update = agent.fused_update
+    optimizers = agent.make_optimizers()
+    assert update.supports(optimizers)
+    critic = list(agent.critic.parameters())
+    for other in (torch.optim.Adam(critic, weight_decay=1e-4),
+                  torch.optim.Adam(critic, amsgrad=True), torch.optim.SGD(critic, lr=0.1),
+                  torch.optim.Adam(critic[1:])):
+        assert not update.supports({**optimizers, "critic": other})
+    assert not update.supports({"critic": optimizers["critic"]})
 
 
 def test_fused_adam_matches_foreach_adam():

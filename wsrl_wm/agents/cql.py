@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from models import LogScalar
-from wsrl_wm.agents.sac import SAC, Batch, Optimizers, SACConfig, adam, check_finite
+from wsrl_wm.agents.batches import Batch
+from wsrl_wm.agents.sac import SAC, Optimizers, SACConfig, adam, check_finite
 
 
 @dataclass

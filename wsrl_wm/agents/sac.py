@@ -5,7 +5,8 @@ Only the drawn target critics are computed, and the actor's gradient goes throug
 minimising critic only (docs/performance.md).
 
 Every loss is checked to be finite before its optimiser step (one host sync per critic step, one
-for actor + temperature), so the parameters never train on NaN: the update stops with a
+for actor + temperature; compiled runs mask a non-finite step on the device instead and sync
+once per update), so the parameters never train on NaN: the update stops with a
 DivergenceError or, with `on_nonfinite="skip"`, is undone as a whole."""
 
 import copy
@@ -18,11 +19,11 @@ import torch
 from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
+from wsrl_wm.agents.batches import Batch, split_batch
 from wsrl_wm.agents.compilation import wants_compile
-from wsrl_wm.agents.fused_step import FusedCriticStep
+from wsrl_wm.agents.fused_update import FusedUpdate
 from wsrl_wm.errors import DivergenceError, WsrlError
 
-Batch = dict[str, torch.Tensor]
 Optimizers = dict[str, torch.optim.Optimizer]
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -71,7 +72,7 @@ class SAC(nn.Module):
         self.temperature = LogScalar(config.initial_temperature)
         self.target_entropy = (-float(act_dim) if config.target_entropy is None
                                else config.target_entropy)
-        self.fused_critic_step: FusedCriticStep | None = None  # set by compile_losses
+        self.fused_update: FusedUpdate | None = None  # set by compile_losses
         self.skipped_updates = 0  # updates undone for a non-finite loss (on_nonfinite="skip")
         self.q_bound_warned = False
 
@@ -84,12 +85,13 @@ class SAC(nn.Module):
         }
 
     def compile_losses(self, updates: int) -> bool:
-        """torch.compile the critic and actor losses if `config.compile` asks for it for a run
-        of `updates` updates; the backward passes are compiled with them, and the critic step
-        becomes one compiled function with its Adam and target update. Returns whether."""
+        """torch.compile the update if `config.compile` asks for it for a run of `updates`
+        updates: the whole update becomes one compiled function with its Adam and target
+        updates (`FusedUpdate`), and the losses, with their backward passes, are compiled for
+        optimisers it does not write out. Returns whether."""
         if not wants_compile(self.config.compile, updates):
             return False
-        self.fused_critic_step = FusedCriticStep(self)
+        self.fused_update = FusedUpdate(self)
         self.critic_loss = torch.compile(self.critic_loss)
         self.actor_loss = torch.compile(self.actor_loss)
         return True
@@ -124,12 +126,20 @@ class SAC(nn.Module):
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(actor loss, log π of the sampled actions, info); critics get no gradient here."""
+        with frozen(self.critic):
+            return self.policy_loss(batch)
+
+    def policy_loss(self, batch: Batch, static: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The actor loss; the caller keeps gradients out of the critics (`actor_loss`, or the
+        fused update, which differentiates the actor's parameters only). `static`: `per_row`
+        without its host sync, for one compiled graph."""
         obs = batch["observations"]
         action, log_prob = self.actor(obs)
         with torch.no_grad():  # which critic is the minimum, row by row ...
             minimiser = self.critic(obs, action).argmin(dim=0)
-        with frozen(self.critic):  # ... since the gradient of the min flows only through it
-            q = self.critic.per_row(obs, action, minimiser)
+        # ... since the gradient of the min flows only through it
+        q = self.critic.per_row(obs, action, minimiser, static)
         loss = (self.temperature().detach() * log_prob - q).mean()
         return loss, log_prob.detach(), {"actor_loss": loss.detach(),
                                          "entropy": -log_prob.detach().mean()}
@@ -165,30 +175,37 @@ class SAC(nn.Module):
 
     def update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
         """UTD k: k critic steps on k slices of `batch`, then one actor + temperature step."""
+        if self.fused_update is not None and self.fused_update.supports(optimizers):
+            return self.fused_update_steps(batch, optimizers)
         info: dict = {}
         for part in split_batch(batch, self.config.utd):
             info.update(self.critic_step(part, optimizers["critic"]))
         info.update(self.actor_step(batch, optimizers))
         return info
 
+    def fused_update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
+        """The same steps as one compiled function, which masks a non-finite step and every
+        later one on the device; the losses are read once, after it, and reported in the plain
+        path's order."""
+        losses, q_abs_max, info = self.fused_update(batch, optimizers)
+        *critic_losses, actor, temperature = losses.tolist()
+        for loss, q_bound in zip(critic_losses, q_abs_max.tolist(), strict=True):
+            self.check_critic_loss(loss, q_bound)
+        check_finite(actor=actor, temperature=temperature)
+        return info
+
     def critic_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict:
-        """A non-finite loss is caught before the optimiser step, or, in the fused compiled
-        step, masked on the device and reported after it: either way no parameter moves."""
-        if self.fused_critic_step is not None and self.fused_critic_step.supports(optimizer):
-            loss, info = self.fused_critic_step(batch, optimizer)
-            self.check_critic_loss(loss, info)
-            return info
+        """A non-finite loss is caught before the optimiser step: no parameter moves."""
         loss, info = self.critic_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.check_critic_loss(loss, info)
+        self.check_critic_loss(*torch.stack([loss.detach(), info["q_abs_max"]]).tolist())
         optimizer.step()
         self.update_target()
         return info
 
-    def check_critic_loss(self, loss: torch.Tensor, info: dict) -> None:
-        loss_value, q_abs_max = torch.stack([loss.detach(), info["q_abs_max"]]).tolist()
-        check_finite(critic=loss_value)
+    def check_critic_loss(self, loss: float, q_abs_max: float) -> None:
+        check_finite(critic=loss)
         self.warn_if_q_explodes(q_abs_max)
 
     def actor_step(self, batch: Batch, optimizers: Optimizers) -> dict:
@@ -248,15 +265,6 @@ def check_finite(**losses: float) -> None:
 def clone(value):
     """A copy of one optimiser-state entry (tensors are updated in place by the step)."""
     return value.clone() if isinstance(value, torch.Tensor) else value
-
-
-def split_batch(batch: Batch, parts: int) -> list[Batch]:
-    """k equal slices of a batch (the UTD critic steps each see fresh samples)."""
-    size = len(next(iter(batch.values())))
-    if size % parts:
-        raise ValueError(f"batch of {size} rows does not split into {parts} equal UTD slices")
-    chunks = {key: value.chunk(parts) for key, value in batch.items()}
-    return [{key: chunks[key][i] for key in batch} for i in range(parts)]
 
 
 @contextmanager
