@@ -1,10 +1,11 @@
 """When to torch.compile the agent's losses.
 
-Compiling fuses each loss's element-wise work (LayerNorm, ReLU, the Bellman error, the
-tanh-Gaussian log-density) into a few kernels around the matmuls. It costs a one-off ~20 s on a
-2-core CPU and pays from a few hundred updates on (docs/performance.md), so "auto" compiles only
-runs of at least `AUTO_MIN_UPDATES` updates, and only where inductor has a backend: a C++
-compiler on CPU, Triton on CUDA.
+Compiling turns the whole update into one function (`FusedUpdate`) and fuses each loss's
+element-wise work (LayerNorm, ReLU, the Bellman error, the tanh-Gaussian log-density) into a few
+kernels around the matmuls. It costs a one-off ~95 s on a 2-core CPU with a cold inductor cache
+and pays from ~2 500 updates on (docs/performance.md), so "auto" compiles only runs of at least
+`AUTO_MIN_UPDATES` updates, and only where inductor has a backend: a C++ compiler on CPU,
+Triton on CUDA.
 """
 
 import functools

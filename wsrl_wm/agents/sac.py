@@ -49,7 +49,7 @@ class SACConfig:
     utd: int = 1
     on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
     q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
-    compile: str = "auto"  # torch.compile the losses: "auto" (long runs), "on" or "off"
+    compile: str = "auto"  # torch.compile the update: "auto" (long runs), "on" or "off"
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in NONFINITE_POLICIES:
