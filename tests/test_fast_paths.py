@@ -1,6 +1,7 @@
-"""Every fast path against its plain path: compiled losses vs eager, fused Adam vs the
-for-each Adam; when "auto" compiles; the allocator setting. (The REDQ subset target and the
-one-elite rollout are checked against their plain paths in test_agents / test_world_model.)"""
+"""Every fast path against its plain path: the compiled (fused) update vs eager and vs the
+per-step path, fused Adam vs the for-each Adam; when "auto" compiles; the allocator setting.
+(The REDQ subset target and the one-elite rollout are checked against their plain paths in
+test_agents / test_world_model.)"""
 
 import copy
 import platform
