@@ -169,6 +169,20 @@ def test_fused_update_leaves_other_optimisers_to_autograd():
     assert not update.supports({"critic": optimizers["critic"]})
 
 
+def test_a_copy_of_a_compiled_agent_updates_itself_only():
+    """Compiled functions are not deep-copied: the copy is compiled anew, so updating it moves
+    its own parameters and leaves the original's alone."""
+    agent = compiled_agent(SACConfig(**SHAPES, compile="on"))
+    copied = copy.deepcopy(agent)
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    optimizers = copied.make_optimizers()
+    assert copied.fused_update.supports(optimizers)
+    copied.update(make_batch(64, seed=6), optimizers)
+    for name, value in before.items():
+        assert torch.equal(agent.state_dict()[name], value), name
+    assert any(not torch.equal(copied.state_dict()[k], v) for k, v in before.items())
+
+
 def test_fused_adam_matches_foreach_adam():
     torch.manual_seed(0)
     agent = SAC(3, 2, SACConfig(**SHAPES))

@@ -91,10 +91,27 @@ class SAC(nn.Module):
         optimisers it does not write out. Returns whether."""
         if not wants_compile(self.config.compile, updates):
             return False
+        self.compile_now()
+        return True
+
+    def compile_now(self) -> None:
         self.fused_update = FusedUpdate(self)
         self.critic_loss = torch.compile(self.critic_loss)
         self.actor_loss = torch.compile(self.actor_loss)
-        return True
+
+    def __deepcopy__(self, memo: dict) -> "SAC":
+        """A copy of a compiled agent is compiled anew: compiled functions are not copied, so
+        the copy's would still update this agent's modules."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        compiled = {"fused_update", "critic_loss", "actor_loss"}  # instance attributes if so
+        for key, value in self.__dict__.items():
+            if key not in compiled:
+                copied.__dict__[key] = copy.deepcopy(value, memo)
+        copied.fused_update = None
+        if self.fused_update is not None:
+            copied.compile_now()
+        return copied
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
