@@ -1,4 +1,4 @@
-"""When to torch.compile the agent's losses.
+"""When to torch.compile the agent's update.
 
 Compiling turns the whole update into one function (`FusedUpdate`) and fuses each loss's
 element-wise work (LayerNorm, ReLU, the Bellman error, the tanh-Gaussian log-density) into a few

@@ -53,12 +53,10 @@ class FusedUpdate:
                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         ok = torch.ones((), dtype=torch.bool, device=batch["rewards"].device)
         critic_losses, q_abs_max, info = [], [], {}
-        step_size, inverse_root = hyper["critic"][:2]
         for k, part in enumerate(split_batch(batch, self.utd)):
             (loss, grads), info = self.differentiate("critic", part)
             ok = ok & torch.isfinite(loss)
-            adam_(self.params["critic"], grads, states["critic"], step_size[:, k],
-                  inverse_root[:, k], *hyper["critic"][2:], ok)
+            adam_(self.params["critic"], grads, states["critic"], hyper["critic"], k, ok)
             with torch.no_grad():
                 for target, param in zip(self.targets, self.params["critic"], strict=True):
                     target.copy_(torch.where(ok, target.lerp(param, self.tau), target))
@@ -69,9 +67,7 @@ class FusedUpdate:
             "temperature", log_prob)
         ok = ok & torch.isfinite(actor_loss) & torch.isfinite(temperature_loss)
         for name, grads in (("actor", actor_grads), ("temperature", temperature_grads)):
-            step_size, inverse_root, *rest = hyper[name]
-            adam_(self.params[name], grads, states[name], step_size[:, 0], inverse_root[:, 0],
-                  *rest, ok)
+            adam_(self.params[name], grads, states[name], hyper[name], 0, ok)
         losses = torch.stack([*critic_losses, actor_loss, temperature_loss])
         return losses, torch.stack(q_abs_max), {**info, **actor_info, **temperature_info}
 
@@ -89,10 +85,12 @@ class FusedUpdate:
 
 
 def adam_(params: list[nn.Parameter], grads: list[torch.Tensor], states: list[dict],
-          step_size: torch.Tensor, inverse_root: torch.Tensor, beta1: float, beta2: float,
-          eps: float, ok: torch.Tensor) -> None:
+          hyper: tuple, step: int, ok: torch.Tensor) -> None:
     """torch.optim.Adam's step, in place, where `ok` (a device bool); elsewhere nothing moves.
-    `step_size[i]` and `inverse_root[i]` are parameter i's bias corrections for this step."""
+    `hyper`: (`bias_corrections`' two [parameters, steps] tensors, β1, β2, ε); `step` picks
+    this step's column of the corrections."""
+    step_size, inverse_root, beta1, beta2, eps = hyper
+    step_size, inverse_root = step_size[:, step], inverse_root[:, step]
     with torch.no_grad():
         for i, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
             exp_avg = torch.where(ok, state["exp_avg"].lerp(grad, 1 - beta1), state["exp_avg"])

@@ -95,6 +95,7 @@ class SAC(nn.Module):
         return True
 
     def compile_now(self) -> None:
+        """Compile unconditionally (`compile_losses` decides whether; a copy always does)."""
         self.fused_update = FusedUpdate(self)
         self.critic_loss = torch.compile(self.critic_loss)
         self.actor_loss = torch.compile(self.actor_loss)
@@ -205,10 +206,11 @@ class SAC(nn.Module):
         later one on the device; the losses are read once, after it, and reported in the plain
         path's order."""
         losses, q_abs_max, info = self.fused_update(batch, optimizers)
-        *critic_losses, actor, temperature = losses.tolist()
-        for loss, q_bound in zip(critic_losses, q_abs_max.tolist(), strict=True):
-            self.check_critic_loss(loss, q_bound)
-        check_finite(actor=actor, temperature=temperature)
+        values = torch.cat([losses, q_abs_max]).tolist()  # the one host sync
+        utd = len(q_abs_max)
+        for loss, q_max in zip(values[:utd], values[-utd:], strict=True):
+            self.check_critic_loss(loss, q_max)
+        check_finite(actor=values[utd], temperature=values[utd + 1])
         return info
 
     def critic_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict:
