@@ -1,15 +1,16 @@
-"""Frozen vs online-adapted world model over a CPU-sized Hopper fine-tuning run (docs/world_model.md).
+"""Frozen vs online-adapted world model over a CPU-sized Hopper fine-tuning run.
 
     python experiments/world_model_study.py --root runs/world_model_study \
         --out docs/results/world_model --seeds 0 1 2
 
-Per seed: one pretraining (agent and the default 7-member world model) on a random Hopper-v5
-dataset, then two fine-tunes at r = 0.5 through the real entry point (`wsrl-wm fit`): the model
-frozen, and the model adapted every 250 env steps. Each round logs the model's one-step and
-H-step error on the online data it has not been trained on and its one-step error on the
-offline probe; at the end, the final model's H-step error along offline trajectories is
-measured here. Writes `rounds.csv`, `summary.md` and `errors.png` to --out. Finished runs
-(with a last.ckpt) are skipped, so an interrupted study resumes.
+Per seed: one pretraining (a smoke-sized agent and a 7-member 3×64 world model) on 6000
+random Hopper-v5 steps, then two fine-tunes at r = 0.5 through the real entry point
+(`wsrl-wm fit`): the model frozen, and the model adapted every 250 env steps. Each round logs
+the model's one-step and H-step error on the online data it has not been trained on and its
+one-step error on the offline probe; at the end, the final model's H-step error along offline
+trajectories is measured here (docs/world_model.md has the results). Writes `rounds.csv`,
+`summary.md` and `errors.png` to --out. Finished runs (with a last.ckpt) are skipped, so an
+interrupted study resumes.
 """
 
 import argparse
@@ -28,17 +29,17 @@ METRICS = {"model/one_step_mse": "one-step MSE, fresh online data",
            "model/probe_mse": "one-step MSE, offline probe"}
 ARMS = {"frozen": [], "adapted": ["--model.rollout.adapt_interval", "250",
                                   "--model.rollout.adapt_epochs", "5"]}
-PRETRAIN = ["--model.steps", "500", "--model.batch_size", "128", "--model.eval_interval", "500",
+PRETRAIN = ["--model.steps", "300", "--model.batch_size", "128", "--model.eval_interval", "300",
             "--model.world_model.num_members", "7", "--model.world_model.num_elites", "5",
-            "--model.world_model.hidden", "[200, 200, 200, 200]",
-            "--model.world_model.batch_size", "256", "--model.world_model.max_epochs", "30"]
-FINETUNE = ["--model.warmup_steps", "500", "--model.online_steps", "3000", "--model.utd", "2",
+            "--model.world_model.hidden", "[64, 64, 64]",
+            "--model.world_model.batch_size", "256", "--model.world_model.max_epochs", "25"]
+FINETUNE = ["--model.warmup_steps", "500", "--model.online_steps", "2500", "--model.utd", "2",
             "--model.batch_size", "128", "--model.eval_interval", "1000",
             "--model.eval_episodes", "2", "--model.log_interval", "250",
             "--model.checkpoint_interval", "0", "--model.rollout.ratio", "0.5",
             "--model.rollout.interval", "250", "--model.rollout.starts", "1000",
             "--model.rollout.horizon", "1", "--model.rollout.max_horizon", "3",
-            "--model.rollout.horizon_ramp_steps", "3000"]
+            "--model.rollout.horizon_ramp_steps", "2500"]
 H = 3
 
 
@@ -130,7 +131,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dataset = args.root / "hopper-random.hdf5"
     if not dataset.exists():
-        run(["collect", "--env", "Hopper-v5", "--quality", "random", "--steps", "10000",
+        run(["collect", "--env", "Hopper-v5", "--quality", "random", "--steps", "6000",
              "--seed", "100", "--out", str(dataset)], args.root / "collect.log")
 
     curves = {arm: {m: [] for m in METRICS} for arm in ARMS}
