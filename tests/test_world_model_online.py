@@ -2,12 +2,17 @@
 adaptation, the calibrated gate, the imagination generator, H-step error, task functions and
 the settings that must be refused."""
 
+import csv
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import fit_module
 
+from wsrl_wm.cli import main
 from wsrl_wm.data import load_dataset
 from wsrl_wm.envs import task_functions
 from wsrl_wm.envs.task_functions import register_task_function, task_reward_fn
@@ -26,6 +31,8 @@ from wsrl_wm.world_model import (
 )
 from wsrl_wm.world_model import train as train_module
 
+ROOT = Path(__file__).resolve().parents[1]
+FINETUNE = str(ROOT / "configs/smoke/finetune.yaml")
 SHORT = dict(warmup_steps=30, online_steps=8, utd=2, batch_size=32, eval_interval=100,
              eval_episodes=1, log_interval=4, buffer_capacity=1000)
 ROLLOUTS = dict(ratio=0.5, interval=4, starts=16, horizon=2)
@@ -387,3 +394,43 @@ def test_rollouts_take_reward_and_termination_from_the_task_function(pretrained,
 def test_settings_that_would_fail_later_are_refused(pretrained, rollout, message):
     with pytest.raises(WsrlError, match=message):
         FinetuneModule(pretrained, **SHORT, rollout=rollout)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model.rollout.ratio", "0.005"], "rounds to 0 model rows per batch"),
+    (["--model.rollout.ratio", "0.5", "--model.rollout.horizon_ramp_steps", "0"],
+     "horizon_ramp_steps must be > 0"),
+    (["--model.rollout.ratio", "0.5", "--model.rollout.max_horizon", "0"],
+     "max_horizon must be > 0"),
+])
+def test_the_cli_refuses_them_in_one_line(capsys, pretrained, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", FINETUNE, "--model.pretrained", pretrained, *args])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("wsrl-wm: error: ")]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_adaptation_and_the_gate_through_the_cli(pretrained, tmp_path):
+    """The smoke config with an adapted, gated model through `wsrl-wm fit`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wsrl_wm.cli", "fit", "--config", FINETUNE,
+         "--model.pretrained", pretrained, "--model.rollout.ratio", "0.5",
+         "--model.rollout.adapt_interval", "10", "--model.rollout.adapt_epochs", "2",
+         "--model.rollout.uncertainty_quantile", "0.95", "--trainer.enable_progress_bar",
+         "false", "--trainer.default_root_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+        env={"WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+             "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "csv/version_0/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    adapted = [int(r["env_step"]) for r in rows if r["model/adapt_holdout_mse_after"]]
+    assert adapted == [60, 70]  # online steps 10 and 20 of 30 (warmup 50)
+    for row in rows:
+        if row["model/adapt_holdout_mse_after"]:
+            assert float(row["model/adapt_holdout_mse_after"]) <= float(
+                row["model/adapt_holdout_mse_before"])
+    shares = [float(r["rollout/gated_share"]) for r in rows if r["rollout/gated_share"]]
+    assert len(shares) == 3 and all(0 <= s <= 1 for s in shares)
