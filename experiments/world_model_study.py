@@ -72,22 +72,35 @@ def rounds(run_root: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def offline_h_step(checkpoint: Path, dataset: str) -> float:
-    """The final world model's H-step MSE along 2000 offline trajectory windows."""
-    from wsrl_wm.data import load_dataset
-    from wsrl_wm.world_model import WorldModel, WorldModelConfig, h_step_error, trajectory_windows
+def load_world_model(checkpoint: Path):
+    """The world model in a pretraining or fine-tuning checkpoint."""
+    from wsrl_wm.world_model import WorldModel, WorldModelConfig
 
     ckpt = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    config = torch.load(ckpt["hyper_parameters"]["pretrained"], weights_only=False,
-                        map_location="cpu")["world_model_config"]
+    config = ckpt.get("world_model_config") or torch.load(
+        ckpt["hyper_parameters"]["pretrained"], weights_only=False,
+        map_location="cpu")["world_model_config"]
     model = WorldModel(11, 3, WorldModelConfig(**config))
     model.load_state_dict({k.removeprefix("world_model."): v for k, v in
                            ckpt["state_dict"].items() if k.startswith("world_model.")})
-    data = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in load_dataset(dataset).items()
-            if k in ("observations", "actions", "next_observations", "terminals")}
+    return model
+
+
+def last_online_rows(checkpoint: Path, count: int) -> dict[str, torch.Tensor]:
+    """The run's last `count` online transitions (its buffer never wraps in this study)."""
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    buffer = state["online_state"]["buffer"]
+    return {k: v[buffer["size"] - count: buffer["size"]] for k, v in buffer["storage"].items()}
+
+
+def model_errors(model, data: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(one-step MSE over all rows, H-step MSE over up to 2000 trajectory windows)."""
+    from wsrl_wm.world_model import h_step_error, one_step_error, trajectory_windows
+
     states, actions = trajectory_windows(data, H)
     pick = torch.randperm(len(states), generator=torch.Generator().manual_seed(0))[:2000]
-    return float(h_step_error(model, states[pick], actions[pick])[-1])
+    return (one_step_error(model, data),
+            float(h_step_error(model, states[pick], actions[pick])[-1]))
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -134,17 +147,25 @@ def main() -> None:
         run(["collect", "--env", "Hopper-v5", "--quality", "random", "--steps", "6000",
              "--seed", "100", "--out", str(dataset)], args.root / "collect.log")
 
+    from wsrl_wm.data import load_dataset
+
+    offline = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in
+               load_dataset(str(dataset)).items()
+               if k in ("observations", "actions", "rewards", "next_observations", "terminals")}
     curves = {arm: {m: [] for m in METRICS} for arm in ARMS}
     finals: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
+    paired: dict[str, dict[str, list[float]]] = {}  # data → "<model> <error>" → per seed
     table = []
     for seed in args.seeds:
         pretrained = fit("configs/smoke/pretrain.yaml", args.root / f"pretrain-{seed}", seed,
                          ["--model.dataset", str(dataset), *PRETRAIN])
+        checkpoints = {}
         for arm, extra in ARMS.items():
             run_root = args.root / f"{arm}-{seed}"
             checkpoint = fit("configs/smoke/finetune.yaml", run_root, seed,
                              ["--model.pretrained", str(pretrained), *FINETUNE, *extra])
             logged = rounds(run_root)
+            checkpoints[arm] = checkpoint
             for metric in METRICS:
                 curves[arm][metric].append(logged[metric])
                 table += [{"arm": arm, "seed": seed, "env_step": step, "metric": metric,
@@ -153,18 +174,39 @@ def main() -> None:
                 # the pretrained model on warmup data, identical in both arms).
                 later = [v for s, v in logged[metric].items() if s > 500]
                 finals[arm].setdefault(metric, []).append(float(np.mean(later)))
-            finals[arm].setdefault("offline H-step", []).append(
-                offline_h_step(checkpoint, str(dataset)))
+        # Both final models on the same data: the last 250 online rows of each run (after the
+        # last adaptation, so neither model was trained on them) and the offline dataset.
+        models = {"frozen": load_world_model(pretrained),
+                  "adapted": load_world_model(checkpoints["adapted"])}
+        data_sets = {f"last 250 online rows of the {arm} run":
+                     last_online_rows(checkpoints[arm], 250) for arm in ARMS}
+        data_sets["offline dataset (6000 rows)"] = offline
+        for data_name, data in data_sets.items():
+            for model_name, model in models.items():
+                one, h = model_errors(model, data)
+                errors = paired.setdefault(data_name, {})
+                errors.setdefault(f"{model_name} one", []).append(one)
+                errors.setdefault(f"{model_name} h", []).append(h)
 
     with open(args.out / "rounds.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["arm", "seed", "env_step", "metric", "value"])
         writer.writeheader()
         writer.writerows(table)
-    lines = ["| quantity | frozen | adapted |", "|---|---|---|"]
-    names = {**METRICS, "offline H-step": "H-step MSE (H = 3), offline trajectories, final model"}
-    for key, name in names.items():
+    lines = ["Logged each round, mean over the rounds after the switch (each arm on its own "
+             "online data):", "", "| quantity | frozen | adapted |", "|---|---|---|"]
+    for key, name in METRICS.items():
         cells = [ci95(finals[arm][key]) for arm in ARMS]
         lines.append(f"| {name} | " + " | ".join(f"{m:.4g} ± {h:.2g}" for m, h in cells) + " |")
+    lines += ["", "The final models on the same data (adapted − frozen: paired over seeds):", "",
+              "| data | error | frozen model | adapted model | adapted − frozen |",
+              "|---|---|---|---|---|"]
+    for data_name, errors in paired.items():
+        for kind, label in (("one", "one-step"), ("h", f"{H}-step")):
+            frozen, adapted = errors[f"frozen {kind}"], errors[f"adapted {kind}"]
+            cells = [ci95(frozen), ci95(adapted),
+                     ci95([a - f for a, f in zip(adapted, frozen, strict=True)])]
+            lines.append(f"| {data_name} | {label} | " + " | ".join(
+                f"{m:.4g} ± {h:.2g}" for m, h in cells) + " |")
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
     plot(curves, args.out / "errors.png")
     print("\n".join(lines))
