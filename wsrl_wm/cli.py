@@ -2,6 +2,7 @@
 
 import argparse
 import re
+import signal
 import sys
 import warnings
 from argparse import ArgumentError
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: wsrl-wm {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
         sys.exit(2)
     keep_freed_memory()
+    # SIGTERM (kill, a scheduler's stop) unwinds like Ctrl-C, so temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         COMMANDS[argv[0]](argv[1:])
     except Exception as exc:

@@ -5,14 +5,21 @@ medium        a SAC policy trained until its evaluation reaches `target_score` (
               about a third of expert), then rolled out with its stochastic actions;
 medium-replay that policy's whole training buffer;
 expert        the same policy trained further, to `expert_score`, then rolled out.
+
+The target is judged on the policy that writes the data: its stochastic actions, evaluated every
+`eval_interval` steps. SAC's score can collapse between evaluations, so when the budget runs out
+before the target the best-evaluated policy writes the data, not the last one (with a warning).
 """
 
+import copy
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.data import ReplayBuffer, write_d4rl_file
 from wsrl_wm.envs import make_env, normalized_score
@@ -85,10 +92,30 @@ class BehaviourTrainer:
         self.recorder = EpisodeRecorder(env, seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.score = -np.inf  # last evaluation; kept when a later call has no budget left
+        self.best_score, self.best_actor = -np.inf, None  # the best-evaluated policy so far
+
+    def evaluate(self) -> float:
+        """The stochastic policy's score: the actions that will write the dataset."""
+        self.score = evaluate(self.agent.actor, self.env_name, self.budget.eval_episodes,
+                              self.seed + 10**4, deterministic=False)["eval/normalized_score"]
+        if self.score > self.best_score:
+            self.best_score, self.best_actor = self.score, copy.deepcopy(self.agent.actor)
+        return self.score
+
+    def behaviour_policy(self, target: float) -> tuple[TanhGaussianActor, float]:
+        """The policy that writes the data and its score: the current one if it reached
+        `target`, else the best evaluated one (the last can have collapsed)."""
+        if self.score >= target or self.best_actor is None:
+            return self.agent.actor, self.score
+        print(f"warning: the behaviour policy never reached score {target:g} within "
+              f"max_train_steps={self.budget.max_train_steps}; writing the data with the "
+              f"best-evaluated policy (score {self.best_score:.1f}; the last scored "
+              f"{self.score:.1f})", file=sys.stderr)
+        return self.best_actor, self.best_score
 
     def train_until(self, target: float) -> float:
-        """Train until the evaluation score reaches `target` or the step budget (shared by all
-        calls) runs out; returns the last evaluation score."""
+        """Train until the stochastic policy's score reaches `target` or the step budget
+        (shared by all calls) runs out; returns the last evaluation score."""
         budget, buffer = self.budget, self.buffer
         progress = tqdm(total=budget.max_train_steps, initial=len(buffer),
                         desc=f"train SAC to score {target:g}", unit="step")
@@ -106,24 +133,24 @@ class BehaviourTrainer:
                 continue
             self.agent.update(buffer.sample(budget.batch_size, self.generator), self.optimizers)
             if (step + 1) % budget.eval_interval == 0:
-                self.score = evaluate(self.agent.actor, self.env_name, budget.eval_episodes,
-                                      self.seed + 10**4)["eval/normalized_score"]
-                progress.set_postfix(score=f"{self.score:.1f}")
+                progress.set_postfix(score=f"{self.evaluate():.1f}")
                 if self.score >= target:
                     break
         progress.close()
         return self.score
 
 
-def rollout(agent: SAC | None, env_name: str, steps: int, seed: int) -> EpisodeRecorder:
-    """`steps` transitions of the agent's stochastic policy (uniform actions if no agent)."""
+def rollout(actor: TanhGaussianActor | None, env_name: str, steps: int, seed: int
+            ) -> EpisodeRecorder:
+    """`steps` transitions of the actor's stochastic policy (uniform actions if no actor)."""
     env = make_env(env_name, seed)
     recorder = EpisodeRecorder(env, seed)
     for _ in tqdm(range(steps), desc="collect", unit="step"):
-        if agent is None:
+        if actor is None:
             action = env.action_space.sample()
         else:
-            action = agent.act(torch.as_tensor(recorder.obs, dtype=torch.float32)).numpy()
+            with torch.no_grad():
+                action = actor(torch.as_tensor(recorder.obs, dtype=torch.float32))[0].numpy()
         recorder.step(action)
     return recorder
 
@@ -143,12 +170,14 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
         recorder = rollout(None, env, steps, seed)
     else:
         trainer = BehaviourTrainer(env, budget, seed)
-        policy_score = trainer.train_until(budget.target_score)
+        target = budget.expert_score if quality == "expert" else budget.target_score
+        trainer.train_until(budget.target_score)
         if quality == "expert":
-            policy_score = trainer.train_until(budget.expert_score)
+            trainer.train_until(budget.expert_score)
+        actor, policy_score = trainer.behaviour_policy(target)
         recorder = trainer.recorder
         if quality != "medium-replay":
-            recorder = rollout(trainer.agent, env, steps, seed + 1)
+            recorder = rollout(actor, env, steps, seed + 1)
     arrays = recorder.arrays()
     returns = recorder.returns or [recorder.episode_return]
     metadata = {
@@ -157,7 +186,8 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
         "behaviour_score": float(np.mean(normalized_score(env, returns))),
         "behaviour_return": float(np.mean(returns)),
     }
-    if policy_score is not None:
+    if policy_score is not None:  # the stochastic policy's score at its evaluation
         metadata["policy_eval_score"] = policy_score
+        metadata["target_reached"] = policy_score >= target
     write_d4rl_file(out, arrays, metadata)
     return metadata

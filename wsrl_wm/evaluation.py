@@ -1,4 +1,4 @@
-"""Deterministic evaluation episodes, scored with D4RL's normalisation."""
+"""Evaluation episodes (deterministic unless asked), scored with D4RL's normalisation."""
 
 import numpy as np
 import torch
@@ -8,9 +8,11 @@ from wsrl_wm.envs import make_env, normalized_score
 
 
 @torch.no_grad()
-def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int) -> dict:
-    """Mean return and normalised score of `episodes` deterministic episodes on a fresh env
-    (its own instance, so evaluation never disturbs the training env's episode)."""
+def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int,
+             deterministic: bool = True) -> dict:
+    """Mean return and normalised score of `episodes` episodes on a fresh env (its own
+    instance, so evaluation never disturbs the training env's episode). Fine-tuning scores the
+    deterministic policy; the collector scores the stochastic one, which writes its data."""
     env = make_env(env_name)
     device = next(actor.parameters()).device
     returns = []
@@ -19,7 +21,7 @@ def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int) 
         done, total = False, 0.0
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            action = actor(obs_t, deterministic=True)[0].cpu().numpy()
+            action = actor(obs_t, deterministic=deterministic)[0].cpu().numpy()
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated

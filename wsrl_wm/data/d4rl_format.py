@@ -40,16 +40,21 @@ def read_d4rl_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
 
 
 def write_d4rl_file(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict) -> None:
-    """Write to a temporary name, then rename, so a killed run never leaves half a file."""
+    """Write to a temporary name, then rename, so a killed run never leaves half a file; an
+    interrupted write (Ctrl-C, SIGTERM through the CLI) removes its temporary file too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        for key, value in arrays.items():
-            f.create_dataset(key, data=value, compression="gzip")
-        for key, value in attrs.items():
-            f.attrs[key] = value
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=value, compression="gzip")
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _plain(value):
