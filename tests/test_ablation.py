@@ -19,6 +19,7 @@ from wsrl_wm.ablation.report import write_report
 from wsrl_wm.ablation.runners import cpu_cores, import_ray
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.metrics import area_under_curve
+from wsrl_wm.run_info import write_run_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "ablate_rollout_ratio.py"
@@ -45,14 +46,13 @@ WARMUP, ONLINE = 100, 40
 
 def fake_cell(root: Path, scores: list[float], q_policy: list[float] | None = None,
               variant: str = "wsrl", ratio: float = 0.0, seed: int = 0) -> Cell:
-    """A fine-tune cell folder as a fit leaves it: the config in the newest of two
-    csv/version_N logs (an older one with a stale config to be ignored) and the evaluation
-    history, every 10 online steps, in evaluations.csv."""
-    for version, warmup in ((0, 999), (1, WARMUP)):
-        log_dir = root / "csv" / f"version_{version}"
-        log_dir.mkdir(parents=True)
-        config = {"model": {"init_args": {"warmup_steps": warmup, "online_steps": ONLINE}}}
-        (log_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    """A fine-tune cell folder as a fit leaves it: its run.json (a stale csv log config to be
+    ignored) and the evaluation history, every 10 online steps, in evaluations.csv."""
+    log_dir = root / "csv" / "version_0"
+    log_dir.mkdir(parents=True)
+    config = {"model": {"init_args": {"warmup_steps": 999, "online_steps": 7}}}
+    (log_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run_info(root, {"warmup_steps": WARMUP, "online_steps": ONLINE})
     columns = ["env_step", "eval/normalized_score", "eval/return"]
     columns += ["probe/q_policy"] if q_policy else []
     with open(root / "evaluations.csv", "w", newline="") as f:
@@ -64,7 +64,7 @@ def fake_cell(root: Path, scores: list[float], q_policy: list[float] | None = No
     return Cell(root.name, "finetune", variant, ratio, seed, root, ())
 
 
-def test_cell_summary_reads_the_newest_log_against_online_steps(tmp_path):
+def test_cell_summary_reads_run_json_against_online_steps(tmp_path):
     scores, q = [50.0, 30.0, 45.0, 55.0, 60.0], [10.0, 8.0, 7.0, 6.5, 4.0]
     record = describe(fake_cell(tmp_path / "cell", scores, q), dip_window=None)
     assert record["online_steps"] == ONLINE and record["dip_window"] == 0.25 * ONLINE

@@ -36,7 +36,7 @@ def test_cli_random_collection_reads_back(tmp_path):
     assert data["terminals"].sum() > 10 and ends[-1]
     chained = np.all(data["next_observations"][:-1] == data["observations"][1:], axis=1)
     np.testing.assert_array_equal(chained, ~ends[:-1])  # successors chain inside episodes only
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
 def test_same_seed_same_file_other_seed_differs(tmp_path):
@@ -112,7 +112,7 @@ def test_interrupted_write_leaves_existing_file_and_no_temporary(tmp_path, monke
 
     def interrupt_after_first_key(group, name, *args, **kwargs):
         if written:  # the real writer has a half-written temporary file open now
-            assert (tmp_path / "keep.hdf5.tmp").exists()
+            assert (tmp_path / ".keep.hdf5.tmp").exists()
             raise KeyboardInterrupt
         written.append(name)
         return real_create(group, name, *args, **kwargs)
@@ -121,7 +121,7 @@ def test_interrupted_write_leaves_existing_file_and_no_temporary(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         collect("Hopper-v5", "random", 50, 1, str(out))
     assert written and out.read_bytes() == before
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
 def test_sigterm_unwinds_the_cli_with_exit_143(tmp_path):

@@ -44,6 +44,35 @@ def demo_command(argv: list[str]) -> None:
     run_demo(Path(args.out), args.workers)
 
 
+def study_command(argv: list[str]) -> None:
+    from wsrl_wm import WANDB_MODES
+    from wsrl_wm.ablation import make_runner
+    from wsrl_wm.ablation.study import load_spec, run_study
+
+    parser = argparse.ArgumentParser(
+        prog="wsrl-wm study", description="Run (or resume) a study from its YAML spec.")
+    parser.add_argument("spec", help="study spec, e.g. configs/study/hopper.yaml")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="concurrent fits (default: one per CPU core)")
+    parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit each finished cell's record and the final report")
+    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
+                        help="default: $WANDB_MODE, else offline")
+    args = parser.parse_args(argv)
+    spec = load_spec(args.spec)
+    result = run_study(spec, make_runner(args.backend, args.workers, args.ray_address),
+                       args.wandb_mode, args.commit)
+    print(f"\n{result.table}\n")
+    for name, path in result.outputs.items():
+        print(f"{name}: {path}")
+    if not result.ok:
+        for outcome in result.failures:
+            print(f"FAILED {outcome.cell.name}: {outcome.error}", file=sys.stderr)
+        sys.exit(1)
+
+
 def fit_command(argv: list[str]) -> None:
     """LightningCLI `fit`: the config picks PretrainModule or FinetuneModule (class_path)."""
     from lightning.pytorch import LightningModule
@@ -104,7 +133,8 @@ def config_error_line(message: str) -> str:
     return f"invalid {where}: {reasons[0] if reasons else lines[0]}"
 
 
-COMMANDS = {"collect": collect_command, "fit": fit_command, "demo": demo_command}
+COMMANDS = {"collect": collect_command, "fit": fit_command, "demo": demo_command,
+            "study": study_command}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from wsrl_wm.ablation.plan import Cell
+from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.metrics import drift, summarize
+from wsrl_wm.run_info import read_run_info
 
 DONE = "done.json"
 DEFAULT_DIP_FRACTION = 0.25
@@ -64,7 +64,7 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     cell.root.mkdir(parents=True, exist_ok=True)
     command = fit_command(cell)
     settings = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
-    write_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
+    write_text_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
     log_path = cell.root / "run.log"
     with open(log_path, "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
@@ -76,7 +76,7 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     except WsrlError as exc:
         return CellOutcome(cell, False, time.monotonic() - start,
                            error=f"{exc}; end of {log_path}:\n{log_tail(log_path)}")
-    write_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
+    write_text_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
     return CellOutcome(cell, True, time.monotonic() - start, record)
 
 
@@ -108,26 +108,13 @@ def summarize_curves(curves: dict, dip_window: float) -> dict:
     return summary
 
 
-def latest_log_dir(root: Path) -> Path:
-    """The newest csv/version_N of a fit root (a re-run of a cell writes version_N+1)."""
-    versions = [p for p in (root / "csv").glob("version_*") if p.name[8:].isdigit()]
-    if not versions:
-        raise WsrlError(f"no csv/version_* log under {root}")
-    return max(versions, key=lambda p: int(p.name[8:]))
-
-
 def read_curves(root: Path) -> tuple[dict, int]:
-    """Curves against the online step (env_step − warmup_steps, from the saved config) and
+    """Curves against the online step (env_step − warmup_steps, from the run's run.json) and
     the run's online_steps. They come from `evaluations.csv`, the fit's whole evaluation
     history (rewritten from its checkpoint, so complete and without repeats after a resume),
     not from one csv/version_N log."""
-    log_dir = latest_log_dir(root)
-    try:
-        init_args = yaml.safe_load((log_dir / "config.yaml").read_text())["model"]["init_args"]
-        warmup, online_steps = int(init_args["warmup_steps"]), int(init_args["online_steps"])
-    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
-        raise WsrlError(f"cannot read warmup/online steps from {log_dir}/config.yaml: "
-                        f"{exc!r}") from None
+    info = read_run_info(root)
+    warmup, online_steps = int(info["warmup_steps"]), int(info["online_steps"])
     history = root / "evaluations.csv"
     if not history.is_file():
         raise WsrlError(f"the fit wrote no evaluation history at {history}")
@@ -154,9 +141,3 @@ def log_tail(path: Path, lines: int = 20) -> str:
     kept = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
     return "\n".join(kept[-lines:])
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,13 +6,14 @@ update), so every curve here is logged with the env-step count as its step inste
 
 import csv
 import itertools
-import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import IterableDataset
+
+from wsrl_wm.atomic import atomic_path
 
 
 def log_at_env_step(module: LightningModule, metrics: dict, env_step: int) -> None:
@@ -27,13 +28,10 @@ def write_csv_atomically(path: Path, rows: list[dict]) -> None:
     """The whole table, rewritten through a temporary file: a resumed run rewrites it from its
     checkpointed history, so no row is ever duplicated or half-written."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 class EnvSteps(IterableDataset):

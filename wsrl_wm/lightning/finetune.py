@@ -26,6 +26,7 @@ from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import summarize
+from wsrl_wm.run_info import write_run_info
 from wsrl_wm.world_model import RolloutConfig, WorldModel, WorldModelConfig, branched_rollout
 from wsrl_wm.world_model.train import one_step_error
 
@@ -167,6 +168,13 @@ class FinetuneModule(LightningModule):
         return self.hparams.warmup_steps + self.hparams.online_steps
 
     def on_fit_start(self) -> None:
+        hp = self.hparams
+        write_run_info(self.trainer.default_root_dir, {
+            "env": self.env_name, "seed": hp.seed, "warmup_steps": hp.warmup_steps,
+            "online_steps": hp.online_steps, "dip_window": self.dip_window, "utd": hp.utd,
+            "batch_size": hp.batch_size, "rollout_ratio": self.rollout.ratio,
+            "online_cql_alpha": hp.online_cql_alpha,
+            "retain_offline_ratio": hp.retain_offline_ratio, "pretrained": hp.pretrained})
         self.train_env = make_env(self.env_name, self.hparams.seed)
         self.obs, _ = self.train_env.reset(seed=self.hparams.seed)
         self.episode_return = 0.0

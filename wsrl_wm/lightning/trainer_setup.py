@@ -9,6 +9,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+from wsrl_wm.atomic import atomic_path
 from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar
 
 
@@ -36,9 +37,8 @@ class EnvStepCheckpoint(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         interval = getattr(pl_module, "checkpoint_interval", None)
         if interval and pl_module.env_step % interval == 0:
-            tmp = self.path.with_name(".resume.tmp")
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(tmp)
 
 
 def default_callbacks(root: Path, progress_bar: bool = True) -> list[Callback]:
