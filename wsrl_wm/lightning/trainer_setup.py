@@ -4,13 +4,14 @@ Kept in code so the per-family YAML configs only describe the experiment.
 """
 
 import os
+import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from wsrl_wm.atomic import atomic_path
-from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar
+from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar, LineProgress
 
 
 def default_loggers(root: Path, wandb_mode: str, wandb_project: str) -> list[Logger]:
@@ -42,9 +43,11 @@ class EnvStepCheckpoint(Callback):
 
 
 def default_callbacks(root: Path, progress_bar: bool = True) -> list[Callback]:
-    """Env-step progress bar (unless turned off with `trainer.enable_progress_bar: false`),
+    """Env-step progress (unless turned off with `trainer.enable_progress_bar: false`): a bar
+    on a terminal, a line every 5 % in a log file,
     periodic env-step checkpoints, and `<root>/checkpoints/last.ckpt` at the end (what
     fine-tuning restores)."""
-    return [*([EnvStepProgressBar()] if progress_bar else []), EnvStepCheckpoint(root),
+    progress = EnvStepProgressBar() if sys.stderr.isatty() else LineProgress()
+    return [*([progress] if progress_bar else []), EnvStepCheckpoint(root),
             ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0,
                             enable_version_counter=False)]
