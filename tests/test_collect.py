@@ -154,3 +154,27 @@ def test_cli_bad_input_one_line_nonzero_exit(tmp_path, args, message):
 def test_unknown_quality_raises():
     with pytest.raises(WsrlError, match="unknown quality"):
         collect("Hopper-v5", "superb", 10, 0, "unused.hdf5")
+
+
+def test_a_saved_behaviour_policy_writes_data_again_without_training(tmp_path, monkeypatch):
+    evaluations = ScriptedEvaluations([10.0, 20.0, 30.0])
+    monkeypatch.setattr(collect_module, "evaluate", evaluations)
+    policy = tmp_path / "medium.pt"
+    collect("Hopper-v5", "medium", 50, 0, str(tmp_path / "a.hdf5"), SCRIPTED_BUDGET,
+            save_policy_to=str(policy))
+    saved = torch.load(policy, weights_only=True)
+    assert saved["env"] == "Hopper-v5" and saved["score"] == 20.0
+    for key, value in evaluations.actors[1].items():  # the policy that reached the target
+        assert torch.equal(saved["state_dict"][key], value)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a saved policy must not be trained again")
+
+    monkeypatch.setattr(collect_module, "BehaviourTrainer", no_training)
+    metadata = collect("Hopper-v5", "medium", 300, 0, str(tmp_path / "b.hdf5"),
+                       policy=str(policy))
+    assert metadata["steps"] == 300 and metadata["policy_eval_score"] == 20.0
+    with pytest.raises(WsrlError, match="not 'Walker2d-v5'"):
+        collect("Walker2d-v5", "medium", 10, 0, str(tmp_path / "c.hdf5"), policy=str(policy))
+    with pytest.raises(WsrlError, match="medium or expert data, not random"):
+        collect("Hopper-v5", "random", 10, 0, str(tmp_path / "d.hdf5"), policy=str(policy))

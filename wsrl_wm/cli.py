@@ -22,6 +22,10 @@ def collect_command(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, required=True, help="transitions to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output .hdf5 path")
+    parser.add_argument("--save-policy", dest="save_policy_to", default=None,
+                        help="also save the trained behaviour policy here (.pt)")
+    parser.add_argument("--policy", default=None,
+                        help="roll out this saved behaviour policy instead of training one")
     defaults = TrainingBudget()
     for name, value in vars(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,

@@ -21,12 +21,14 @@ from tqdm import tqdm
 
 from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, SACConfig
+from wsrl_wm.atomic import atomic_path
 from wsrl_wm.data import ReplayBuffer, write_d4rl_file
-from wsrl_wm.envs import make_env, normalized_score
+from wsrl_wm.envs import env_dims, make_env, normalized_score
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 
 QUALITIES = ("random", "medium", "medium-replay", "expert")
+HIDDEN = (256, 256)  # the behaviour policy's networks (SACConfig's default)
 
 
 @dataclass
@@ -85,7 +87,8 @@ class BehaviourTrainer:
         self.env_name, self.budget, self.seed = env_name, budget, seed
         env = make_env(env_name, seed)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        config = SACConfig(num_critics=2, layer_norm=False, backup_entropy=True)
+        config = SACConfig(num_critics=2, layer_norm=False, backup_entropy=True,
+                           actor_hidden=HIDDEN, critic_hidden=HIDDEN)
         self.agent = SAC(obs_dim, act_dim, config)
         self.optimizers = self.agent.make_optimizers()
         self.buffer = ReplayBuffer.for_transitions(budget.max_train_steps, obs_dim, act_dim)
@@ -155,19 +158,48 @@ def rollout(actor: TanhGaussianActor | None, env_name: str, steps: int, seed: in
     return recorder
 
 
+def save_policy(path: str, actor: TanhGaussianActor, env: str, score: float) -> None:
+    """The behaviour policy (a few hundred KB), so its data can be rolled out again without
+    training it: `collect(..., policy=path)`."""
+    with atomic_path(path) as tmp:
+        torch.save({"env": env, "score": score, "hidden": HIDDEN,
+                    "state_dict": actor.state_dict()}, tmp)
+
+
+def load_policy(path: str, env: str) -> tuple[TanhGaussianActor, float]:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise WsrlError(f"cannot load the behaviour policy {path}: {exc}") from None
+    if env_dims(saved["env"]) != env_dims(env):
+        raise WsrlError(f"{path} is a policy for {saved['env']!r}, not {env!r}")
+    actor = TanhGaussianActor(*env_dims(env), tuple(saved["hidden"]))
+    actor.load_state_dict(saved["state_dict"])
+    return actor, float(saved["score"])
+
+
 def collect(env: str, quality: str, steps: int, seed: int, out: str,
-            budget: TrainingBudget | None = None) -> dict:
-    """Write a D4RL-format dataset to `out` (atomically) and return its metadata."""
+            budget: TrainingBudget | None = None, save_policy_to: str | None = None,
+            policy: str | None = None) -> dict:
+    """Write a D4RL-format dataset to `out` (atomically) and return its metadata. The
+    behaviour policy of a trained quality is saved to `save_policy_to` if given; with `policy`
+    (a saved one) nothing is trained: that policy writes the data."""
     if quality not in QUALITIES:
         raise WsrlError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
     if steps <= 0:
         raise WsrlError(f"--steps must be positive, got {steps}")
+    if policy and quality not in ("medium", "expert"):
+        raise WsrlError(f"a saved --policy writes medium or expert data, not {quality}")
     budget = budget or TrainingBudget()
     torch.manual_seed(seed)
     make_env(env).close()  # fail on a bad env name before any work
     policy_score = None
     if quality == "random":
         recorder = rollout(None, env, steps, seed)
+    elif policy:
+        actor, policy_score = load_policy(policy, env)
+        target = policy_score
+        recorder = rollout(actor, env, steps, seed + 1)
     else:
         trainer = BehaviourTrainer(env, budget, seed)
         target = budget.expert_score if quality == "expert" else budget.target_score
@@ -175,6 +207,8 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
         if quality == "expert":
             trainer.train_until(budget.expert_score)
         actor, policy_score = trainer.behaviour_policy(target)
+        if save_policy_to:
+            save_policy(save_policy_to, actor, env, policy_score)
         recorder = trainer.recorder
         if quality != "medium-replay":
             recorder = rollout(actor, env, steps, seed + 1)
