@@ -380,9 +380,11 @@ def logsumexp(values: list[float]) -> float:
 def hand_cql_gap(agent: CQL, batch: dict, random_actions: torch.Tensor, clamp: bool,
                  clamp_random: bool = False, importance: bool = True) -> list[float]:
     n, (batch_size, act_dim) = N_ACTIONS, batch["actions"].shape
-    obs_n = batch["observations"].repeat_interleave(n, 0)
-    cur_a, cur_lp = stub_policy(obs_n)
-    nxt_a, nxt_lp = stub_policy(batch["next_observations"].repeat_interleave(n, 0))
+    # π is sampled for s and s' in one pass (rows of s, then of s'), as the agent does; the
+    # stub's log-density depends on the row's position, so a second pass would differ.
+    states = torch.cat([batch["observations"], batch["next_observations"]])
+    both_a, both_lp = stub_policy(states.repeat_interleave(n, 0))
+    (cur_a, nxt_a), (cur_lp, nxt_lp) = both_a.chunk(2), both_lp.chunk(2)
     gaps = []
     for i in range(agent.critic.num_critics):
         total = 0.0
@@ -526,6 +528,58 @@ def test_cql_critic_loss_combines_td_and_gap():
     gap = agent.cql_gap(batch, q_data)
     torch.testing.assert_close(loss, td_loss + 2.5 * gap.mean(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(info["cql_gap"], gap.mean().detach())
+
+
+def test_cql_term_trains_a_fresh_subset_of_critics():
+    """As the official code: the CQL term covers a random `target_subset` of the critics,
+    drawn after the target's; its gap is the all-critics gap restricted to them, and it sends
+    no gradient to the others."""
+    torch.manual_seed(32)
+    agent = CQL(OBS, ACT, CQLConfig(num_critics=5, target_subset=2, cql_n_actions=N_ACTIONS,
+                                    calql=True, **SMALL))
+    agent.actor.forward = stub_policy
+    batch = calql_batch_for(agent, make_batch(6, seed=33))
+    torch.manual_seed(34)
+    loss, info = agent.critic_loss(batch)
+    torch.manual_seed(34)
+    q_data = agent.critic(batch["observations"], batch["actions"])
+    td_loss, _ = agent.td_loss(q_data, batch)  # draws the target's subset
+    members = torch.randperm(5)[:2]
+    state = torch.get_rng_state()
+    gap = agent.cql_gap(batch, q_data[members], members)
+    torch.set_rng_state(state)  # the same uniform actions for the all-critics gap
+    every = agent.cql_gap(batch, q_data)
+    assert every.shape == (5,) and gap.shape == (2,)
+    torch.testing.assert_close(gap, every[members], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, td_loss + agent.config.cql_alpha * gap.mean())
+    torch.testing.assert_close(info["cql_gap"], gap.mean().detach())
+    gap.sum().backward()
+    gradient = agent.critic.mlp.net[0].weight.grad.abs().sum(dim=(1, 2))
+    others = [i for i in range(5) if i not in members.tolist()]
+    assert (gradient[members] > 0).all() and (gradient[others] == 0).all()
+
+
+def test_cql_term_on_every_critic_when_asked():
+    torch.manual_seed(35)
+    agent = CQL(OBS, ACT, CQLConfig(num_critics=5, target_subset=2, cql_n_actions=N_ACTIONS,
+                                    cql_critic_subset=False, **SMALL))
+    batch = make_batch(6, seed=36)
+    torch.manual_seed(37)
+    _, info = agent.critic_loss(batch)
+    torch.manual_seed(37)
+    q_data = agent.critic(batch["observations"], batch["actions"])
+    agent.td_loss(q_data, batch)
+    torch.testing.assert_close(info["cql_gap"], agent.cql_gap(batch, q_data).mean().detach())
+
+
+def calql_batch_for(agent: CQL, batch: dict) -> dict:
+    """`batch` with MC returns inside the policy actions' Q range, so the bound bites."""
+    with torch.no_grad():
+        obs_n = batch["observations"].repeat_interleave(N_ACTIONS, 0)
+        q = agent.critic(obs_n, stub_policy(obs_n)[0])
+    batch["mc_returns"] = q.view(agent.critic.num_critics, len(batch["rewards"]), -1).median(
+        dim=0).values.median(dim=-1).values
+    return batch
 
 
 # --------------------------------------------------------------------------- Lagrange α
