@@ -1,5 +1,5 @@
 """ReplayBuffer: FIFO ring contents, sampling from stored rows only, seeding, checkpoints, the
-newest rows across the wrap; EpisodeReplayBuffer: MC returns per finished episode (online Cal-QL)."""
+newest rows across the wrap; EpisodeReplayBuffer: MC returns per finished episode (Cal-QL)."""
 
 import io
 
