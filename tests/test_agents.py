@@ -604,6 +604,26 @@ def test_lagrange_alpha_moves_towards_target_gap(target_gap, direction):
     assert adam_steps(optimizers["cql_alpha"]) == {1}
 
 
+@pytest.mark.parametrize("target_gap", [-3.0, 4.0])
+def test_lagrange_alpha_loss_value_and_step_size(target_gap):
+    """The dual loss is −α·(gap − target) on the last critic step's gap, so its gradient on
+    log α is −α·(gap − target): Adam's first moment after one step holds (1 − β1) times that,
+    and its first step moves log α by exactly lr against the gradient's sign."""
+    torch.manual_seed(20)
+    agent = CQL(OBS, ACT, CQLConfig(num_critics=2, cql_n_actions=N_ACTIONS, cql_lagrange=True,
+                                    cql_target_action_gap=target_gap, **SMALL))
+    optimizers = agent.make_optimizers()
+    with torch.no_grad():
+        agent.cql_log_alpha.log_value.fill_(math.log(2.5))
+    info = agent.update(make_batch(8, seed=21), optimizers)
+    excess = info["cql_gap"].item() - target_gap
+    state = optimizers["cql_alpha"].state[agent.cql_log_alpha.log_value]
+    beta1 = optimizers["cql_alpha"].param_groups[0]["betas"][0]
+    assert state["exp_avg"].item() == pytest.approx((1 - beta1) * -2.5 * excess, rel=1e-5)
+    step = agent.cql_log_alpha.log_value.item() - math.log(2.5)  # float32 log α: abs 1e-7
+    assert step == pytest.approx(math.copysign(agent.config.critic_lr, excess), abs=1e-7)
+
+
 def test_lagrange_alpha_not_touched_by_critic_optimizer():
     torch.manual_seed(18)
     agent = CQL(OBS, ACT, CQLConfig(num_critics=2, cql_n_actions=N_ACTIONS, cql_lagrange=True,

@@ -130,9 +130,11 @@ def test_bad_finetune_options_are_rejected(pretrained, kwargs, message):
 
 
 def run_cli(*args, cwd):
+    """`wsrl-wm ...` in a fresh interpreter importing this checkout (not an installed copy)."""
     return subprocess.run([sys.executable, "-m", "wsrl_wm.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600, env={"WANDB_MODE": "disabled",
-                                                               "PATH": "/usr/bin:/bin"})
+                          text=True, cwd=cwd, timeout=600, env={
+                              "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": str(ROOT)})
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -173,6 +175,14 @@ def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopp
     assert [int(r["env_step"]) for r in rounds] == [50, 60, 70]  # every 10 online steps
     assert all(float(r["rollout/transitions"]) > 0 and float(r["model/one_step_mse"]) >= 0
                for r in rounds)
+    # ... and the no-retention Cal-QL baseline: the CQL term and Cal-QL bound kept online
+    calql = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
+                    "--model.online_cql_alpha", "1.0",
+                    "--trainer.default_root_dir", "runs/smoke/finetune_calql", cwd=tmp_path)
+    assert calql.returncode == 0, calql.stderr[-2000:]
+    rows = read_csv(tmp_path / "runs/smoke/finetune_calql/csv/version_0/metrics.csv")
+    gaps = [float(r["train/cql_gap"]) for r in rows if r.get("train/cql_gap")]
+    assert gaps and np.all(np.isfinite(gaps))
 
 
 @pytest.mark.parametrize("family", ["hopper", "halfcheetah", "walker2d", "antmaze", "kitchen",
