@@ -8,10 +8,14 @@ from models.ensemble import EnsembleMLP
 
 
 def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Gaussian negative log-likelihood without the constant, ½((y − μ)²·e^{−logvar} + logvar),
-    averaged over batch and output dims → one value per member [E]. `target` is [B, out]
-    (shared) or [E, B, out] (one bootstrap batch per member)."""
-    nll = 0.5 * ((target - mean).pow(2) * torch.exp(-logvar) + logvar)
+    """Twice the Gaussian negative log-likelihood without the constant, (y − μ)²·e^{−logvar} +
+    logvar, averaged over batch and output dims → one value per member [E]. `target` is
+    [B, out] (shared) or [E, B, out] (one bootstrap batch per member).
+
+    No ½: MBPO (mbpo/models/bnn.py, `_compile_losses`) and mbrl-lib (mbrl/util/math.py,
+    `gaussian_nll`) drop it, and their log-variance-bound penalty (0.01) and weight decay are
+    tuned against this scale (docs/world_model.md, "Loss scale")."""
+    nll = (target - mean).pow(2) * torch.exp(-logvar) + logvar
     return nll.flatten(1).mean(dim=1)
 
 

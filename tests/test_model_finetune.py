@@ -56,7 +56,7 @@ def test_half_of_each_batch_comes_from_the_model_buffer(pretrained):
     real = {k: torch.zeros((20, *v.shape[1:])) for k, v in module.buffer.storage.items()}
     imagined = {k: torch.ones((20, *v.shape[1:])) for k, v in module.buffer.storage.items()}
     module.buffer.add(real)
-    module.model_buffer.add(imagined)
+    module.model_buffer.add(imagined, env_step=0)
     for _ in range(3):
         batch = module.sample_batch()
         from_model = (batch["observations"] == 1).all(dim=1)
@@ -69,9 +69,9 @@ def test_rollouts_start_only_from_online_states(pretrained, hopper_dataset, tmp_
                                                  monkeypatch):
     starts = []
 
-    def recording_rollout(world_model, actor, start_obs, *args):
+    def recording_rollout(world_model, actor, start_obs, *args, **kwargs):
         starts.append(start_obs.clone())
-        return branched_rollout(world_model, actor, start_obs, *args)
+        return branched_rollout(world_model, actor, start_obs, *args, **kwargs)
 
     monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
     module = FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(ratio=0.5, **ROLLOUTS))
@@ -88,9 +88,9 @@ def test_rollouts_start_only_from_online_states(pretrained, hopper_dataset, tmp_
 def test_model_warmup_adds_imagined_transitions_at_the_switch(pretrained, tmp_path, monkeypatch):
     starts = []
 
-    def recording_rollout(world_model, actor, start_obs, *args):
+    def recording_rollout(world_model, actor, start_obs, *args, **kwargs):
         starts.append(len(start_obs))
-        return branched_rollout(world_model, actor, start_obs, *args)
+        return branched_rollout(world_model, actor, start_obs, *args, **kwargs)
 
     monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
     rollout = RolloutConfig(ratio=0.5, **{**ROLLOUTS, "horizon": 2}, warmup_imagined=100)
@@ -139,9 +139,11 @@ def test_ratio_needs_a_world_model_in_the_checkpoint(pretrained, tmp_path):
         FinetuneModule(plain, **SHORT, rollout=RolloutConfig(ratio=0.25))
 
 
-def test_model_buffer_capacity_follows_the_rollout_budget():
-    config = RolloutConfig(starts=100, horizon=1, max_horizon=4, retain_rounds=3)
-    assert config.buffer_capacity() == 1200
+def test_model_buffer_capacity_follows_the_current_horizon():
+    config = RolloutConfig(starts=100, horizon=1, max_horizon=4, horizon_ramp_steps=300,
+                           retain_rounds=3)
+    assert [config.buffer_capacity(s) for s in (0, 100, 300, 10**6)] == [300, 600, 1200, 1200]
+    assert RolloutConfig().retain_rounds * RolloutConfig().interval == 1000  # one MBPO epoch
 
 
 def test_probe_set_never_enters_a_loss_or_a_buffer(pretrained, tmp_path):

@@ -57,18 +57,19 @@ def test_ensemble_mlp_members_equal_full_computation(layer_norm):
 
 
 def test_gaussian_nll_by_hand():
+    """MBPO's and mbrl-lib's convention: (y − μ)²·e^{−logvar} + logvar, no ½."""
     mean = torch.tensor([[[0.0, 1.0]], [[2.0, -1.0]]])  # [E=2, B=1, out=2]
     logvar = torch.tensor([[[0.0, math.log(4.0)]], [[0.0, math.log(4.0)]]])
     target = torch.tensor([[1.0, 3.0]])  # shared by both members
-    # ½((y − μ)²·e^{−logvar} + logvar), averaged over the two outputs, per member:
-    member0 = (0.5 * (1**2 * 1 + 0) + 0.5 * (2**2 / 4 + math.log(4))) / 2
-    member1 = (0.5 * (1**2 * 1 + 0) + 0.5 * (4**2 / 4 + math.log(4))) / 2
+    # (y − μ)²·e^{−logvar} + logvar, averaged over the two outputs, per member:
+    member0 = ((1**2 * 1 + 0) + (2**2 / 4 + math.log(4))) / 2
+    member1 = ((1**2 * 1 + 0) + (4**2 / 4 + math.log(4))) / 2
     torch.testing.assert_close(gaussian_nll(mean, logvar, target),
                                torch.tensor([member0, member1]))
     # Per-member targets: member 1 gets its own target equal to its mean → only logvar / 2.
     per_member = torch.stack([target, torch.tensor([[2.0, -1.0]])])
     torch.testing.assert_close(gaussian_nll(mean, logvar, per_member)[1],
-                               torch.tensor(math.log(4) / 4))
+                               torch.tensor(math.log(4) / 2))
 
 
 def constant_ensemble(mean: float, raw_logvar: float, num_members: int = 2
@@ -91,7 +92,7 @@ def test_logvar_bounds_and_loss_by_hand():
     torch.testing.assert_close(mean_out, torch.ones(2, B, 1))
     torch.testing.assert_close(logvar_out, torch.full((2, B, 1), logvar))
     target = torch.full((B, 1), 3.0)
-    nll = 0.5 * ((3.0 - 1.0) ** 2 * math.exp(-logvar) + logvar)
+    nll = (3.0 - 1.0) ** 2 * math.exp(-logvar) + logvar
     expected = 2 * nll + 0.01 * (0.5 - (-10.0))  # summed over 2 members + bound penalty
     torch.testing.assert_close(ensemble.loss(torch.randn(B, 3), target), torch.tensor(expected))
 

@@ -19,6 +19,7 @@ from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer
 from wsrl_wm.diagnostics import q_diagnostics
 from wsrl_wm.envs import env_dims, make_env, termination_fn
 from wsrl_wm.envs.state import get_env_state, set_env_state
+from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning.checkpoint import load_pretrained, submodule_state
@@ -27,8 +28,17 @@ from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import summarize
 from wsrl_wm.run_info import write_run_info
-from wsrl_wm.world_model import RolloutConfig, WorldModel, WorldModelConfig, branched_rollout
-from wsrl_wm.world_model.train import one_step_error
+from wsrl_wm.world_model import (
+    ModelBuffer,
+    RolloutConfig,
+    WorldModel,
+    WorldModelConfig,
+    branched_rollout,
+    h_step_error,
+    one_step_error,
+    train_world_model,
+    trajectory_windows,
+)
 
 
 class FinetuneModule(LightningModule):
@@ -40,7 +50,12 @@ class FinetuneModule(LightningModule):
     also its bound, on the MC returns of the online episodes (see `_online_agent`).
     With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
     rolled out in the pretrained world model from online-buffer states, and each batch takes
-    r of its rows from those imagined transitions.
+    r of its rows from those imagined transitions (docs/world_model.md).
+
+    Everything imagination draws (start states, elites, model noise, the policy's actions in
+    the model, model rows, the adaptation's splits) comes from its own generator, so an r > 0
+    run samples the same real rows as the r = 0 run with the same seed until their agents
+    differ.
     """
 
     def __init__(self, pretrained: str, warmup_steps: int = 5000, online_steps: int = 250_000,
@@ -94,10 +109,13 @@ class FinetuneModule(LightningModule):
                             "bound, which needs an MC return for every row, and imagined "
                             "rollouts have none: use rollout.ratio 0 or online_cql_alpha 0")
         if rollout.ratio > 0:  # r = 0 is plain WSRL: the world model is not even loaded
-            self.world_model = self._pretrained_world_model(ckpt, obs_dim, act_dim)
-            self.model_buffer = ReplayBuffer.for_transitions(rollout.buffer_capacity(), obs_dim,
-                                                             act_dim)
+            self.world_model = self._pretrained_world_model(
+                ckpt, obs_dim, act_dim, rollout.uncertainty_quantile is not None)
+            self.world_model.requires_grad_(rollout.adapt_interval > 0)
+            self.model_buffer = ModelBuffer(rollout.buffer_capacity(0), obs_dim, act_dim)
             self.terminated = termination_fn(self.env_name)
+            self.raw_task_fn = task_reward_fn(self.env_name)
+        self._share_rows = [0, 0]  # model rows, all rows in the batches since the last log
         self.env_step = 0
         self.last_eval: dict = {}
         self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
@@ -106,6 +124,8 @@ class FinetuneModule(LightningModule):
         self.dip_window = online_steps // 4 if dip_window is None else dip_window
         self.checkpoint_interval = checkpoint_interval  # env steps between resumable checkpoints
         self.sampler = torch.Generator().manual_seed(seed)
+        imagination_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+        self.imagination = torch.Generator().manual_seed(imagination_seed)
 
     @staticmethod
     def _check_options(warmup_steps, online_steps, utd, batch_size, retain_ratio, dataset,
@@ -121,20 +141,14 @@ class FinetuneModule(LightningModule):
             raise WsrlError(f"warmup_steps {warmup_steps} exceed buffer_capacity "
                             f"{buffer_capacity}: the warmup data would be overwritten before "
                             f"training starts; raise buffer_capacity or shorten the warmup")
-        for name, ratio in (("retain_offline_ratio", retain_ratio), ("rollout.ratio",
-                                                                     rollout.ratio)):
-            if not 0.0 <= ratio <= 1.0:
-                raise WsrlError(f"{name} must be in [0, 1], got {ratio}")
+        if not 0.0 <= retain_ratio <= 1.0:
+            raise WsrlError(f"retain_offline_ratio must be in [0, 1], got {retain_ratio}")
+        rollout.check(batch_size)
         if retain_ratio + rollout.ratio > 1.0:
             raise WsrlError(f"retain_offline_ratio + rollout.ratio must be <= 1, got "
                             f"{retain_ratio} + {rollout.ratio}")
         if retain_ratio > 0 and not dataset:
             raise WsrlError("retain_offline_ratio > 0 needs offline_dataset (the retained data)")
-        if rollout.interval <= 0 or rollout.starts <= 0 or rollout.horizon <= 0:
-            raise WsrlError("rollout.interval, rollout.starts and rollout.horizon must be > 0")
-        if rollout.warmup_imagined > 0 and rollout.ratio == 0:
-            raise WsrlError("rollout.warmup_imagined > 0 needs rollout.ratio > 0 (imagined data "
-                            "is only trained on through the model share of each batch)")
 
     def _online_agent(self, pretrained_config: CQLConfig, obs_dim: int, act_dim: int) -> SAC:
         """Same networks as pretraining; online the CQL term is off unless asked for.
@@ -160,12 +174,21 @@ class FinetuneModule(LightningModule):
         return SAC(obs_dim, act_dim, SACConfig(**shared))
 
     @staticmethod
-    def _pretrained_world_model(ckpt: dict, obs_dim: int, act_dim: int) -> WorldModel:
+    def _pretrained_world_model(ckpt: dict, obs_dim: int, act_dim: int, gated: bool
+                                ) -> WorldModel:
         if ckpt.get("world_model_config") is None:
             raise WsrlError("rollout.ratio > 0 needs a world model in the pretrained checkpoint; "
                             "pretrain with model.world_model set")
         world_model = WorldModel(obs_dim, act_dim, WorldModelConfig(**ckpt["world_model_config"]))
-        world_model.load_state_dict(submodule_state(ckpt["state_dict"], "world_model"))
+        state = submodule_state(ckpt["state_dict"], "world_model")
+        # Checkpoints from before the gate's calibration lack its two buffers: usable ungated.
+        missing = world_model.load_state_dict(state, strict=False).missing_keys
+        if set(missing) - {"target_std", "disagreement_quantiles"}:
+            raise WsrlError(f"the world model in the checkpoint lacks {missing}; pretrain again")
+        if missing and gated:
+            raise WsrlError("this checkpoint's world model has no disagreement calibration "
+                            "(pretrained before it existed); pretrain again or set "
+                            "rollout.uncertainty_quantile to null")
         return world_model.requires_grad_(False)
 
     # --- Lightning hooks -------------------------------------------------------------------
@@ -216,7 +239,8 @@ class FinetuneModule(LightningModule):
             "env_step": self.env_step, "obs": self.obs, "episode_return": self.episode_return,
             "env": get_env_state(self.train_env), "buffer": self.buffer.state_dict(),
             "model_buffer": None if self.model_buffer is None else self.model_buffer.state_dict(),
-            "sampler": self.sampler.get_state(), "torch_rng": torch.get_rng_state(),
+            "sampler": self.sampler.get_state(), "imagination": self.imagination.get_state(),
+            "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "last_eval": self.last_eval, "score_curve": self.score_curve,
             "evaluations": self.evaluations,
@@ -233,6 +257,8 @@ class FinetuneModule(LightningModule):
         if self.model_buffer is not None and state["model_buffer"] is not None:
             self.model_buffer.load_state_dict(state["model_buffer"])
         self.sampler.set_state(state["sampler"])
+        if "imagination" in state:  # absent in checkpoints from before it existed
+            self.imagination.set_state(state["imagination"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -242,6 +268,9 @@ class FinetuneModule(LightningModule):
         online = self.env_step - self.hparams.warmup_steps  # < 0 during the warmup
         if online == 0:
             self.run_evaluation()  # S0: the score at the switch, before any online update
+        if self.world_model is not None and online > 0 and self.rollout.adapt_interval and \
+                online % self.rollout.adapt_interval == 0:
+            self.adapt_world_model()
         if self.world_model is not None and online >= 0 and online % self.rollout.interval == 0:
             with stop_on_divergence(self, f"env step {self.env_step} (model rollouts)"):
                 self.imagine(online)
@@ -259,6 +288,10 @@ class FinetuneModule(LightningModule):
             self.run_evaluation()
         if info and self.env_step % self.hparams.log_interval == 0:
             log_at_env_step(self, {f"train/{k}": v for k, v in info.items()}, self.env_step)
+            if self.world_model is not None:  # the realised model share, after gating
+                model_rows, rows = self._share_rows
+                log_at_env_step(self, {"rollout/model_share": model_rows / rows}, self.env_step)
+                self._share_rows = [0, 0]
 
     # --- the pieces ------------------------------------------------------------------------
 
@@ -285,34 +318,94 @@ class FinetuneModule(LightningModule):
 
     def imagine(self, online_step: int) -> None:
         """A round of branched rollouts of the current policy from online-buffer states, after
-        measuring the model on the online transitions gathered since the last round."""
-        fresh = self.buffer.latest(self.rollout.interval)
-        metrics = {"model/one_step_mse": one_step_error(self.world_model, fresh)}
+        measuring the model on the online transitions gathered since the last round (which it
+        has never been trained on) and on the offline probe."""
+        fresh = self._on_device(self.buffer.latest(self.rollout.interval))
+        metrics = self.model_accuracy(fresh)
         starts = self.buffer.sample(self.rollout.starts_at(online_step),
-                                    self.sampler)["observations"]
-        transitions, stats = branched_rollout(
-            self.world_model, self.agent.actor, starts.to(self.device),
-            self.rollout.horizon_at(online_step), self.terminated,
-            self.rollout.uncertainty_threshold, self.sampler,
-            self.agent.config.on_nonfinite == "skip")  # skip: drop non-finite rollouts
-        if len(transitions["rewards"]):
-            self.model_buffer.add(transitions)
+                                    self.imagination)["observations"]
+        quantile = self.rollout.uncertainty_quantile
+        threshold = None if quantile is None else self.world_model.gate_threshold(quantile)
+        task_fn = None if self.raw_task_fn is None else self._scaled_task_fn
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the policy's noise: off the agent's stream
+            torch.manual_seed(int(torch.randint(2**62, (), generator=self.imagination)))
+            transitions, stats = branched_rollout(
+                self.world_model, self.agent.actor, starts.to(self.device),
+                self.rollout.horizon_at(online_step), self.terminated, threshold,
+                self.imagination, self.agent.config.on_nonfinite == "skip", task_fn)
+        count = len(transitions["rewards"])  # the switch's round may exceed the nominal size
+        self.model_buffer.resize(max(self.rollout.buffer_capacity(online_step), count))
+        if count:
+            self.model_buffer.add(transitions, self.env_step)
+        metrics |= {"model_buffer/size": float(len(self.model_buffer)),
+                    "model_buffer/mean_age": self.model_buffer.mean_age(self.env_step)}
         log_at_env_step(self, {**metrics, **stats}, self.env_step)
+
+    def model_accuracy(self, fresh: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One-step error on `fresh` online rows and on the offline probe (does an adapted
+        model unlearn the offline data?), and the H-step error (H = the largest rollout
+        horizon) of open-loop predictions along the real trajectories in `fresh`."""
+        probe = self._on_device(self.probe)
+        metrics = {"model/one_step_mse": one_step_error(self.world_model, fresh),
+                   "model/probe_mse": one_step_error(self.world_model, probe)}
+        horizon = max(self.rollout.horizon, self.rollout.max_horizon or 0)
+        states, actions = trajectory_windows(fresh, horizon)
+        if len(states):
+            errors = h_step_error(self.world_model, states, actions)
+            metrics["model/h_step_mse"] = float(errors[-1])
+        return metrics
+
+    def adapt_world_model(self) -> None:
+        """Warm-started epochs on the online buffer only (warmup + online rows, never offline
+        data), early-stopped on an online holdout; logs the holdout error before and after."""
+        config = dataclasses.replace(self.world_model.config,
+                                     max_epochs=self.rollout.adapt_epochs)
+        with torch.enable_grad():
+            result = train_world_model(self.world_model, self.buffer.latest(len(self.buffer)),
+                                       config, self.imagination, progress=False,
+                                       warm_start=True)
+        probe = self._on_device(self.probe)
+        log_at_env_step(self, {
+            "model/adapt_holdout_mse_before": result["elite_holdout_mse_before"],
+            "model/adapt_holdout_mse_after": result["elite_holdout_mse"],
+            "model/adapt_epochs": float(result["epochs"]),
+            "model/probe_mse_after_adapt": one_step_error(self.world_model, probe),
+        }, self.env_step)
+
+    def _scaled_task_fn(self, obs, action, next_obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task's raw reward in the run's reward units (scale and bias), and termination."""
+        reward, terminated = self.raw_task_fn(obs, action, next_obs)
+        return reward * self.reward_scale + self.reward_bias, terminated
+
+    def _on_device(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in rows.items()}
 
     def sample_batch(self) -> dict[str, torch.Tensor]:
         """(1 − retain − r)·online + retain·offline + r·model rows, shuffled so that every UTD
-        slice sees every source; exactly the online sample when retain = r = 0."""
+        slice sees every source; exactly the online sample when retain = r = 0.
+
+        The online rows are always a full batch's draw (then cut to size) and model rows and
+        their shuffle come from the imagination generator, so the real-data stream is the same
+        for every r. While the model buffer is empty (everything gated), batches are all real.
+        """
         size = self.hparams.batch_size
-        extra = [(source, round(ratio * size)) for source, ratio in (
-            (self.offline_buffer, self.hparams.retain_offline_ratio),
-            (self.model_buffer, self.rollout.ratio)) if source is not None and len(source)]
-        extra = [(source, n) for source, n in extra if n > 0]
-        batch = self.buffer.sample(size - sum(n for _, n in extra), self.sampler)
-        if extra:
-            parts = [batch, *(source.sample(n, self.sampler) for source, n in extra)]
-            order = torch.randperm(size, generator=self.sampler)
+        batch = self.buffer.sample(size, self.sampler)
+        retained = (round(self.hparams.retain_offline_ratio * size)
+                    if self.offline_buffer is not None else 0)
+        imagined = (round(self.rollout.ratio * size)
+                    if self.model_buffer is not None and len(self.model_buffer) else 0)
+        self._share_rows = [self._share_rows[0] + imagined, self._share_rows[1] + size]
+        if retained or imagined:
+            parts = [{k: v[: size - retained - imagined] for k, v in batch.items()}]
+            if retained:
+                parts.append(self.offline_buffer.sample(retained, self.sampler))
+            if imagined:
+                parts.append(self.model_buffer.sample(imagined, self.imagination))
+            order = torch.randperm(size, generator=self.sampler if retained else
+                                   self.imagination)
             batch = {k: torch.cat([part[k] for part in parts])[order] for k in batch}
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return self._on_device(batch)
 
     def run_evaluation(self) -> None:
         """Score, plus Q diagnostics on the offline probe and on the latest online data."""

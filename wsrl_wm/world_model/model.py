@@ -1,15 +1,18 @@
 """Learned dynamics p(Δs, r | s, a): a probabilistic ensemble with elites (MBPO)."""
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models import ProbabilisticEnsemble
+from models import EnsembleLinear, ProbabilisticEnsemble
 
 # Input features whose training std is below this are constant in the data: they are only
 # centred (std 1), as MBPO's scaler does, instead of having float noise blown up by 1/std.
 MIN_INPUT_STD = 1e-6
+# The uncertainty gate's calibration table: holdout disagreement at quantiles 0, 1/100, ..., 1.
+QUANTILE_GRID = 101
 
 
 @dataclass
@@ -20,7 +23,10 @@ class WorldModelConfig:
     num_elites: int = 5
     hidden: tuple[int, ...] = (200, 200, 200, 200)
     lr: float = 1e-3
-    weight_decay: float = 5e-5
+    # L2 on the linear layers' weights only (not biases or the log-variance bounds), as MBPO's
+    # per-layer decays (mbpo/models/constructor.py: 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4): one
+    # value for every layer, or one per linear layer (hidden layers, then the head).
+    weight_decay: float | tuple[float, ...] = 5e-5
     batch_size: int = 256
     holdout_ratio: float = 0.2
     max_holdout: int = 5000
@@ -41,12 +47,20 @@ class WorldModel(nn.Module):
         if not 0 < config.num_elites <= config.num_members:
             raise ValueError(f"num_elites must be in 1..{config.num_members}, "
                              f"got {config.num_elites}")
+        layers = len(config.hidden) + 1
+        if not isinstance(config.weight_decay, float | int) and len(config.weight_decay) != layers:
+            raise ValueError(f"weight_decay needs one value or one per linear layer ({layers}), "
+                             f"got {list(config.weight_decay)}")
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.ensemble = ProbabilisticEnsemble(obs_dim + act_dim, obs_dim + 1, config.num_members,
                                               config.hidden)
         self.register_buffer("input_mean", torch.zeros(obs_dim + act_dim))
         self.register_buffer("input_std", torch.ones(obs_dim + act_dim))
         self.register_buffer("elites", torch.arange(config.num_elites))
+        # The disagreement's units (per-dim std of the training Δobs) and its calibration
+        # table on the holdout: set by `calibrate` after every fit, NaN until then.
+        self.register_buffer("target_std", torch.ones(obs_dim + 1))
+        self.register_buffer("disagreement_quantiles", torch.full((QUANTILE_GRID,), math.nan))
 
     @torch.no_grad()
     def set_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
@@ -94,12 +108,47 @@ class WorldModel(nn.Module):
         delta_and_reward[order] = drawn.transpose(0, 1).reshape(-1, drawn.shape[-1])[:rows]
         return obs + delta_and_reward[:, : self.obs_dim], delta_and_reward[:, self.obs_dim]
 
+    def optimizer_groups(self) -> list[dict]:
+        """Adam parameter groups: each linear layer's weights with its decay, then everything
+        else (biases, log-variance bounds) without."""
+        weights = [m.weight for m in self.ensemble.mlp.modules() if isinstance(m, EnsembleLinear)]
+        decay = self.config.weight_decay
+        decays = [decay] * len(weights) if isinstance(decay, float | int) else decay
+        rest = [p for p in self.ensemble.parameters() if all(p is not w for w in weights)]
+        return [*({"params": [w], "weight_decay": float(d)} for w, d in zip(weights, decays,
+                                                                              strict=True)),
+                {"params": rest, "weight_decay": 0.0}]
+
     @torch.no_grad()
     def disagreement(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """[B]: std across the elites' mean Δobs (population std, so 0 with one elite),
-        averaged over obs dims; computes every elite on every row."""
+        """[B]: std across the elites' mean Δobs (population std, so 0 with one elite) in units
+        of each dim's training-target std, averaged over obs dims (so fast dims such as
+        velocities do not swamp slow ones); computes every elite on every row."""
         mean, _ = self.predict(obs, act, self.elites)
-        return mean[..., : self.obs_dim].std(dim=0, correction=0).mean(dim=-1)
+        spread = mean[..., : self.obs_dim].std(dim=0, correction=0)
+        return (spread / self.target_std[: self.obs_dim]).mean(dim=-1)
+
+    @torch.no_grad()
+    def calibrate(self, train_targets: torch.Tensor, holdout_obs: torch.Tensor,
+                  holdout_act: torch.Tensor) -> None:
+        """Set the disagreement's units from the training targets, then tabulate its quantiles
+        on held-out rows (which the gate's `uncertainty_quantile` reads)."""
+        std = train_targets.std(dim=0)
+        self.target_std.copy_(torch.where(std < MIN_INPUT_STD, torch.ones_like(std), std))
+        grid = torch.linspace(0, 1, QUANTILE_GRID, device=holdout_obs.device)
+        self.disagreement_quantiles.copy_(
+            torch.quantile(self.disagreement(holdout_obs, holdout_act).float(), grid))
+
+    def gate_threshold(self, quantile: float) -> float:
+        """The disagreement below which `quantile` of the holdout rows lie (interpolated in the
+        calibration table)."""
+        table = self.disagreement_quantiles
+        if torch.isnan(table).any():
+            raise ValueError("this world model has no disagreement calibration; fit it with "
+                             "train_world_model (or pretrain again) to use the uncertainty gate")
+        position = quantile * (len(table) - 1)
+        low = min(int(position), len(table) - 2)
+        return float(table[low] + (position - low) * (table[low + 1] - table[low]))
 
 
 def generator_device(generator: torch.Generator | None, default: torch.device) -> torch.device:

@@ -6,15 +6,17 @@ from dataclasses import dataclass
 import torch
 
 from models import TanhGaussianActor
-from wsrl_wm.errors import DivergenceError
+from wsrl_wm.errors import DivergenceError, WsrlError
 from wsrl_wm.world_model.model import WorldModel
 
 DISAGREEMENT_SAMPLE = 1000  # rows per step on which an ungated rollout measures disagreement
+# (obs, action, next_obs) → (reward, terminated), in the units the batches use
+TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
 class RolloutConfig:
-    """How imagined data is made and mixed: each batch = (1 − ratio)·real + ratio·model.
+    """How imagined data is made, kept and mixed: each batch = (1 − ratio)·real + ratio·model.
 
     ratio = 0 is plain WSRL: the world model is then never loaded or called.
     """
@@ -25,12 +27,53 @@ class RolloutConfig:
     horizon: int = 1  # H at the switch ...
     max_horizon: int | None = None  # ... rising linearly to this by `horizon_ramp_steps`
     horizon_ramp_steps: int = 100_000
-    retain_rounds: int = 20  # model-buffer capacity = starts · max horizon · retain_rounds
-    uncertainty_threshold: float | None = None  # stop a rollout where disagreement exceeds it
+    # Model-buffer capacity = starts · H(now) · retain_rounds, first in first out. MBPO keeps
+    # one epoch of rollouts (mbpo examples/config/hopper/0.py: model_retain_epochs 1,
+    # epoch_length 1000, model_train_freq 250), i.e. 1000 / 250 = 4 rounds.
+    retain_rounds: int = 4
+    # Stop a rollout before a transition whose (standardised) elite disagreement exceeds this
+    # quantile of the disagreement on the model's holdout; None: no gate (MBPO has none).
+    uncertainty_quantile: float | None = None
     # Model warmup: K_model extra imagined transitions of the still-pretrained policy at the
     # switch, started from the K_real real warmup states (`warmup_steps`), so that fewer real
     # warmup steps are needed.
     warmup_imagined: int = 0
+    # Online adaptation: every `adapt_interval` online env steps (0: never, the model stays
+    # frozen), `adapt_epochs` epochs on the online buffer only, warm-started, with an online
+    # holdout (MBPO retrains every 250 env steps). docs/world_model.md has the study.
+    adapt_interval: int = 0
+    adapt_epochs: int = 5
+
+    def check(self, batch_size: int) -> None:
+        """One clear line for every setting that would fail later or silently do nothing."""
+        if not 0.0 <= self.ratio <= 1.0:
+            raise WsrlError(f"rollout.ratio must be in [0, 1], got {self.ratio}")
+        if self.interval <= 0 or self.starts <= 0 or self.horizon <= 0:
+            raise WsrlError("rollout.interval, rollout.starts and rollout.horizon must be > 0")
+        if self.warmup_imagined > 0 and self.ratio == 0:
+            raise WsrlError("rollout.warmup_imagined > 0 needs rollout.ratio > 0 (imagined data "
+                            "is only trained on through the model share of each batch)")
+        if self.ratio == 0:
+            return
+        if round(self.ratio * batch_size) == 0:
+            raise WsrlError(f"rollout.ratio {self.ratio} of batch_size {batch_size} rounds to "
+                            f"0 model rows per batch; raise rollout.ratio to at least "
+                            f"{0.5 / batch_size:.2g} or set it to 0")
+        if self.max_horizon is not None and self.max_horizon <= 0:
+            raise WsrlError(f"rollout.max_horizon must be > 0 (or null for a fixed horizon), "
+                            f"got {self.max_horizon}")
+        if self.max_horizon is not None and self.horizon_ramp_steps <= 0:
+            raise WsrlError(f"rollout.horizon_ramp_steps must be > 0 when rollout.max_horizon "
+                            f"is set, got {self.horizon_ramp_steps}")
+        if self.retain_rounds <= 0:
+            raise WsrlError(f"rollout.retain_rounds must be > 0, got {self.retain_rounds}")
+        if self.uncertainty_quantile is not None and not 0 < self.uncertainty_quantile <= 1:
+            raise WsrlError(f"rollout.uncertainty_quantile must be in (0, 1], got "
+                            f"{self.uncertainty_quantile}")
+        if self.adapt_interval < 0 or self.adapt_epochs <= 0:
+            raise WsrlError(f"need rollout.adapt_interval >= 0 (0: frozen model) and "
+                            f"rollout.adapt_epochs > 0, got {self.adapt_interval}, "
+                            f"{self.adapt_epochs}")
 
     def starts_at(self, online_step: int) -> int:
         """Rollouts in the round at `online_step`; the round at the switch adds the warmup."""
@@ -44,8 +87,9 @@ class RolloutConfig:
         progress = min(max(online_step / self.horizon_ramp_steps, 0.0), 1.0)
         return round(self.horizon + progress * (self.max_horizon - self.horizon))
 
-    def buffer_capacity(self) -> int:
-        return self.starts * max(self.horizon, self.max_horizon or 0) * self.retain_rounds
+    def buffer_capacity(self, online_step: int) -> int:
+        """`retain_rounds` rounds of `starts` rollouts at the horizon of `online_step`."""
+        return self.starts * self.horizon_at(online_step) * self.retain_rounds
 
 
 @torch.no_grad()
@@ -53,14 +97,20 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
                      horizon: int, terminated: Callable[[torch.Tensor], torch.Tensor],
                      uncertainty_threshold: float | None = None,
                      generator: torch.Generator | None = None,
-                     drop_nonfinite: bool = False) -> tuple[dict, dict]:
+                     drop_nonfinite: bool = False,
+                     task_fn: TaskFn | None = None) -> tuple[dict, dict]:
     """Roll the current (stochastic) policy out in the model for up to `horizon` steps.
 
     A rollout stops at a terminal state (the terminal transition is kept, flagged) or, when
-    gated, before a transition whose ensemble disagreement exceeds the threshold (that
-    transition is not kept). The gate needs every elite on every row; ungated, disagreement is
-    only a logged statistic, estimated on the first `DISAGREEMENT_SAMPLE` rows of each step
-    (the starts are a random sample), so the rollout computes one elite per row.
+    gated, before a transition whose ensemble disagreement (standardised, as
+    `WorldModel.disagreement`) exceeds the threshold (that transition is not kept). With
+    `task_fn` (a goal-reaching task's own reward and termination, `wsrl_wm.envs.task_functions`)
+    the model only predicts the next observation: reward and termination come from
+    `task_fn(obs, action, next_obs)` instead of the model's reward and `terminated`.
+
+    The gate needs every elite on every row; ungated, disagreement is only a logged statistic,
+    estimated on the first `DISAGREEMENT_SAMPLE` rows of each step (the starts are a random
+    sample), so the rollout computes one elite per row.
 
     A non-finite predicted next_obs or reward is never kept: it raises DivergenceError once the
     round is done, or with `drop_nonfinite` ends that rollout like the gate does (fine-tuning's
@@ -72,22 +122,28 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
         "observations", "actions", "rewards", "next_observations", "terminals")}
     disagreements, lengths = [], torch.zeros(len(obs), device=obs.device)
     alive = torch.arange(len(obs), device=obs.device)  # which rollouts are still running
-    # Predictions with a non-finite next_obs, reward, either: counted here, synced once at the end.
-    nonfinite = torch.zeros(3, dtype=torch.long, device=obs.device)
+    # Predictions with a non-finite next_obs, reward, either, and finite ones the gate cut:
+    # counted here, synced once at the end.
+    counts = torch.zeros(4, dtype=torch.long, device=obs.device)
     predictions = 0
     for _ in range(horizon):
         action = actor(obs)[0]
         next_obs, reward = world_model.sample(obs, action, generator)
+        if task_fn is not None:
+            reward, done = task_fn(obs, action, next_obs)
+        else:
+            done = terminated(next_obs)
         finite_obs, finite_reward = torch.isfinite(next_obs).all(dim=-1), torch.isfinite(reward)
         keep = finite_obs & finite_reward
-        nonfinite += torch.stack([~finite_obs, ~finite_reward, ~keep]).sum(dim=1)
+        counts[:3] += torch.stack([~finite_obs, ~finite_reward, ~keep]).sum(dim=1)
         predictions += len(obs)
         measured = len(obs) if uncertainty_threshold is not None else DISAGREEMENT_SAMPLE
         disagreement = world_model.disagreement(obs[:measured], action[:measured])
         disagreements.append(disagreement[keep[:measured]])
         if uncertainty_threshold is not None:
-            keep &= disagreement <= uncertainty_threshold
-        done = terminated(next_obs)
+            certain = disagreement <= uncertainty_threshold
+            counts[3] += (keep & ~certain).sum()
+            keep &= certain
         for key, value in zip(rows, (obs, action, reward, next_obs, done.float()), strict=True):
             rows[key].append(value[keep])
         lengths[alive[keep]] += 1
@@ -95,7 +151,7 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
         obs, alive = next_obs[running], alive[running]
         if not len(obs):
             break
-    bad_obs, bad_reward, bad = nonfinite.tolist()
+    bad_obs, bad_reward, bad, gated = counts.tolist()
     if bad and not drop_nonfinite:
         names = [name for name, n in (("next_obs", bad_obs), ("reward", bad_reward)) if n]
         raise DivergenceError(f"the world model predicted a non-finite {' and '.join(names)} "
@@ -104,5 +160,6 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
     stats = {"rollout/transitions": float(len(transitions["rewards"])),
              "rollout/mean_length": float(lengths.mean()),
              "rollout/disagreement": float(torch.cat(disagreements).mean()),
+             "rollout/gated_share": gated / predictions,
              "rollout/nonfinite": float(bad)}
     return transitions, stats
