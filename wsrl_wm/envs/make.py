@@ -60,6 +60,9 @@ def register_robotics_envs() -> None:
         raise WsrlError(
             "the sparse-reward envs need gymnasium-robotics; run pip install 'wsrl-wm[robotics]'"
         ) from None
+    from wsrl_wm.envs import mujoco_compat
+
+    mujoco_compat.install()
     gym.register_envs(gymnasium_robotics)
 
 
@@ -67,10 +70,10 @@ def make_sparse_env(spec: EnvSpec, **kwargs) -> gym.Env:
     """A gymnasium-robotics env with the task rules of its family (wsrl_wm.envs.sparse) and its
     dict observation flattened in gymnasium's order: the keys sorted by name, so a maze observes
     [achieved_goal (x, y), desired_goal (x, y), observation] (docs/sparse_tasks.md)."""
-    from wsrl_wm.envs.sparse import FAMILY_ENV_KWARGS, FAMILY_WRAPPERS
+    from wsrl_wm.envs.sparse import FAMILY_WRAPPERS, env_kwargs
 
     register_robotics_envs()
-    env = gym.make(spec.gym_id, **{**FAMILY_ENV_KWARGS.get(spec.family, {}), **kwargs})
+    env = gym.make(spec.gym_id, **{**env_kwargs(spec), **kwargs})
     for wrapper in FAMILY_WRAPPERS.get(spec.family, ()):
         env = wrapper(env)
     if isinstance(env.observation_space, gym.spaces.Dict):

@@ -24,19 +24,32 @@ D4RL_NAME = re.compile(r"^(?P<family>[a-z0-9]+)-(?P<quality>[a-z-]+)-v\d+$")
 SPARSE_FAMILIES = ("pointmaze", "antmaze", "adroit", "kitchen")
 
 MAZE_SIZES = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
-# D4RL's antmaze datasets use a fixed goal; "play" starts from a few chosen cells and "diverse"
-# from any cell, which gymnasium-robotics' *_Diverse_GR maps (goal and reset cells) reproduce.
-ANTMAZE_MAPS = {
-    "umaze": "UMaze", "umaze-diverse": "UMaze",
-    "medium-play": "Medium_Diverse_GR", "medium-diverse": "Medium_Diverse_GR",
-    "large-play": "Large_Diverse_GR", "large-diverse": "Large_Diverse_GR",
+# D4RL antmaze name → (gymnasium-robotics map the Minari D4RL/antmaze/*-v1 dataset was recorded
+# on, maze size of its evaluation map): Minari's generation script DATASET_ID_TO_ENV_ID and
+# EVAL_ENV_MAPS (github rodrigodelazcano/d4rl-minari-dataset-generation, antmaze).
+ANTMAZE_DATASETS = {
+    "umaze": ("UMaze", "umaze"), "umaze-diverse": ("UMaze", "umaze"),
+    "medium-play": ("Medium", "medium"), "medium-diverse": ("Medium_Diverse_GR", "medium"),
+    "large-play": ("Large", "large"), "large-diverse": ("Large_Diverse_GR", "large"),
 }
-ANTMAZE_VERSION = "v4"  # the version Minari's D4RL/antmaze/*-v1 datasets were recorded with
+# AntMaze-v4 observes the ant without its x, y (27 dims) plus x, y as achieved_goal: the same
+# quantities as D4RL's 29-dim antmaze observation, and the version Minari's datasets use (v5
+# adds contact forces by default).
+ANTMAZE_VERSION = "v4"
 ADROIT_TASKS = ("pen", "door", "relocate")
 # Cal-QL's binary adroit data are expert demonstrations plus behaviour-cloned rollouts; Minari's
 # `cloned` datasets are that mixture (half demonstrations, half a BC policy's rollouts).
 ADROIT_BINARY_DATASET = "cloned-v2"
-KITCHEN_DATASETS = ("complete", "partial", "mixed")
+# D4RL's pen episodes last 100 steps (pen-*-v1 and Cal-QL's pen-binary-v0); gymnasium-robotics
+# registers AdroitHandPen-v1 with 200. Door and relocate keep 200 in both.
+ADROIT_EPISODE_STEPS = {"pen": 100}
+# The four target tasks of D4RL's kitchen datasets (d4rl kitchen_envs.py:
+# KitchenMicrowaveKettleLightSliderV0 for complete/partial, ...BottomBurnerLightV0 for mixed).
+KITCHEN_TASKS = {
+    "complete": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "partial": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "mixed": ("microwave", "kettle", "bottom burner", "light switch"),
+}
 
 GYM_ID_PATTERNS = (
     (re.compile(r"^PointMaze_(UMaze|Medium|Large)-v3$"), "pointmaze"),
@@ -55,6 +68,7 @@ class EnvSpec:
     family: str
     d4rl_layout: bool = False
     minari_id: str | None = None
+    kwargs: tuple[tuple[str, object], ...] = ()  # gym.make arguments this name implies
 
     @property
     def sparse(self) -> bool:
@@ -89,12 +103,17 @@ def _sparse_d4rl_name(family: str, quality: str) -> EnvSpec | None:
     if family in ("pointmaze", "maze2d") and quality in MAZE_SIZES:
         return EnvSpec(f"PointMaze_{MAZE_SIZES[quality]}-v3", "pointmaze",
                        minari_id=f"D4RL/pointmaze/{quality}-v2")
-    if family == "antmaze" and quality in ANTMAZE_MAPS:
-        return EnvSpec(f"AntMaze_{ANTMAZE_MAPS[quality]}-{ANTMAZE_VERSION}", "antmaze",
-                       minari_id=f"D4RL/antmaze/{quality}-v1")
+    if family == "antmaze" and quality in ANTMAZE_DATASETS:
+        maze, eval_maze = ANTMAZE_DATASETS[quality]
+        return EnvSpec(f"AntMaze_{maze}-{ANTMAZE_VERSION}", "antmaze",
+                       minari_id=f"D4RL/antmaze/{quality}-v1",
+                       kwargs=(("eval_maze", eval_maze),))
     if family in ADROIT_TASKS and quality == "binary":
+        steps = ADROIT_EPISODE_STEPS.get(family)
         return EnvSpec(f"AdroitHand{family.capitalize()}-v1", "adroit",
-                       minari_id=f"D4RL/{family}/{ADROIT_BINARY_DATASET}")
-    if family == "kitchen" and quality in KITCHEN_DATASETS:
-        return EnvSpec("FrankaKitchen-v1", "kitchen", minari_id=f"D4RL/kitchen/{quality}-v2")
+                       minari_id=f"D4RL/{family}/{ADROIT_BINARY_DATASET}",
+                       kwargs=(("max_episode_steps", steps),) if steps else ())
+    if family == "kitchen" and quality in KITCHEN_TASKS:
+        return EnvSpec("FrankaKitchen-v1", "kitchen", minari_id=f"D4RL/kitchen/{quality}-v2",
+                       kwargs=(("tasks_to_complete", KITCHEN_TASKS[quality]),))
     return None
