@@ -79,7 +79,9 @@ def test_failed_collection_leaves_existing_file_untouched(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--env", "Nope-v5", "--quality", "random", "--steps", "10"], "unknown env"),
-    (["--env", "antmaze-umaze-v2", "--quality", "random", "--steps", "10"], "d4rl package"),
+    (["--env", "antmaze-umaze-v2", "--quality", "random", "--steps", "10"], "come from Minari"),
+    (["--env", "PointMaze_UMaze-v3", "--quality", "random", "--steps", "10"],
+     "unknown PointMaze quality"),
     (["--env", "Hopper-v5", "--quality", "random", "--steps", "0"], "--steps must be positive"),
 ])
 def test_cli_bad_input_one_line_nonzero_exit(tmp_path, args, message):

@@ -30,8 +30,12 @@ def collect_command(argv: list[str]) -> None:
                             help=f"behaviour-policy training (default {value})")
     args = vars(parser.parse_args(argv))
     budget = TrainingBudget(**{k: args.pop(k) for k in vars(defaults)})
-    if resolve_env(args["env"]).family == "pointmaze":
+    spec = resolve_env(args["env"])
+    if spec.family == "pointmaze":
         metadata = collect_pointmaze(**args)
+    elif spec.sparse:
+        raise WsrlError(f"{args['env']!r}: the collector builds locomotion and PointMaze data; "
+                        f"{spec.family} data come from Minari (docs/sparse_tasks.md)")
     else:
         metadata = collect(budget=budget, **args)
     print(f"wrote {args['out']}: " + ", ".join(f"{k}={v}" for k, v in metadata.items()))
