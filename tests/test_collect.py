@@ -140,7 +140,9 @@ def test_sigterm_unwinds_the_cli_with_exit_143(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--env", "Nope-v5", "--quality", "random", "--steps", "10"], "unknown env"),
-    (["--env", "antmaze-umaze-v2", "--quality", "random", "--steps", "10"], "d4rl package"),
+    (["--env", "antmaze-umaze-v2", "--quality", "random", "--steps", "10"], "come from Minari"),
+    (["--env", "PointMaze_UMaze-v3", "--quality", "random", "--steps", "10"],
+     "unknown PointMaze quality"),
     (["--env", "Hopper-v5", "--quality", "random", "--steps", "0"], "--steps must be positive"),
 ])
 def test_cli_bad_input_one_line_nonzero_exit(tmp_path, args, message):

@@ -300,9 +300,10 @@ def test_unknown_dataset_name(name, tmp_path, monkeypatch):
         load_dataset(name)
 
 
-def test_d4rl_only_dataset_name_mentions_d4rl(tmp_path, monkeypatch):
+def test_sparse_d4rl_name_reads_minari_and_names_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
-    with pytest.raises(WsrlError, match="d4rl"):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    with pytest.raises(WsrlError, match="`minari download D4RL/antmaze/umaze-v1`"):
         load_dataset("antmaze-umaze-v2")
 
 

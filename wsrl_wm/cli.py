@@ -14,11 +14,14 @@ from wsrl_wm.errors import WsrlError
 
 def collect_command(argv: list[str]) -> None:
     from wsrl_wm.collect import QUALITIES, TrainingBudget, collect
+    from wsrl_wm.envs import resolve_env
+    from wsrl_wm.pointmaze_collect import MAZE_QUALITIES, collect_pointmaze
 
     parser = argparse.ArgumentParser(
-        prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env.")
+        prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env, or "
+        "from PointMaze with the waypoint planner (qualities clean, noisy).")
     parser.add_argument("--env", required=True, help="gymnasium id or D4RL name, e.g. Hopper-v5")
-    parser.add_argument("--quality", required=True, choices=QUALITIES)
+    parser.add_argument("--quality", required=True, choices=(*QUALITIES, *MAZE_QUALITIES))
     parser.add_argument("--steps", type=int, required=True, help="transitions to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output .hdf5 path")
@@ -32,7 +35,14 @@ def collect_command(argv: list[str]) -> None:
                             help=f"behaviour-policy training (default {value})")
     args = vars(parser.parse_args(argv))
     budget = TrainingBudget(**{k: args.pop(k) for k in vars(defaults)})
-    metadata = collect(budget=budget, **args)
+    spec = resolve_env(args["env"])
+    if spec.family == "pointmaze":
+        metadata = collect_pointmaze(**args)
+    elif spec.sparse:
+        raise WsrlError(f"{args['env']!r}: the collector builds locomotion and PointMaze data; "
+                        f"{spec.family} data come from Minari (docs/sparse_tasks.md)")
+    else:
+        metadata = collect(budget=budget, **args)
     print(f"wrote {args['out']}: " + ", ".join(f"{k}={v}" for k, v in metadata.items()))
 
 

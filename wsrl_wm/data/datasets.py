@@ -22,7 +22,8 @@ def load_dataset(
     env: str | None = None,
     sparse_negative_reward: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Transitions from a D4RL-format hdf5 path, a D4RL name, or `minari:<dataset_id>`.
+    """Transitions from a D4RL-format hdf5 path, a D4RL name (the sparse-reward ones read from
+    Minari, docs/sparse_tasks.md), or `minari:<dataset_id>`.
 
     Observation and action sizes are checked against `env` (or the env the source names).
     Rows with no known successor (the last step of a timed-out episode when the file has no
@@ -57,7 +58,11 @@ def _read_source(source: str) -> tuple[dict[str, np.ndarray], str | None]:
     if path.suffix in (".hdf5", ".h5") or path.exists():
         raw, attrs = read_d4rl_file(path)
         return raw, attrs.get("env")
-    resolve_env(source)  # raises a clear error for a name that is no env at all
+    spec = resolve_env(source)  # raises a clear error for a name that is no env at all
+    if spec.minari_id is not None:  # a sparse-reward task: its data live in Minari's D4RL set
+        from wsrl_wm.data.minari_source import read_minari
+
+        return read_minari(spec.minari_id, spec.family)[0], source
     candidates = d4rl_file_candidates(source)
     for local in candidates:
         if local.is_file():
