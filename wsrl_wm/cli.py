@@ -13,9 +13,8 @@ from wsrl_wm.errors import WsrlError
 
 
 def collect_command(argv: list[str]) -> None:
-    from wsrl_wm.collect import QUALITIES, TrainingBudget, collect
-    from wsrl_wm.envs import resolve_env
-    from wsrl_wm.pointmaze_collect import MAZE_QUALITIES, collect_pointmaze
+    from wsrl_wm.collect import QUALITIES, TrainingBudget, collect_dataset
+    from wsrl_wm.pointmaze_collect import MAZE_QUALITIES
 
     parser = argparse.ArgumentParser(
         prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env, or "
@@ -35,14 +34,7 @@ def collect_command(argv: list[str]) -> None:
                             help=f"behaviour-policy training (default {value})")
     args = vars(parser.parse_args(argv))
     budget = TrainingBudget(**{k: args.pop(k) for k in vars(defaults)})
-    spec = resolve_env(args["env"])
-    if spec.family == "pointmaze":
-        metadata = collect_pointmaze(**args)
-    elif spec.sparse:
-        raise WsrlError(f"{args['env']!r}: the collector builds locomotion and PointMaze data; "
-                        f"{spec.family} data come from Minari (docs/sparse_tasks.md)")
-    else:
-        metadata = collect(budget=budget, **args)
+    metadata = collect_dataset(budget=budget, **args)
     print(f"wrote {args['out']}: " + ", ".join(f"{k}={v}" for k, v in metadata.items()))
 
 

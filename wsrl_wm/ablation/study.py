@@ -26,7 +26,6 @@ seed), and rebuilds the report from every record.
 """
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -65,11 +64,6 @@ class StudySpec:
     results: str = "docs/results/study"
     title: str = ""
     spec_path: str = ""
-
-
-def cache_dir() -> Path:
-    """Generated datasets are cached here ($WSRL_WM_CACHE or ~/.cache/wsrl-wm)."""
-    return Path(os.environ.get("WSRL_WM_CACHE", Path.home() / ".cache" / "wsrl-wm"))
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -130,16 +124,18 @@ def ensure_dataset(spec: StudySpec, log=print) -> str:
     now, once, when absent; the time it took is logged and stored beside it)."""
     if spec.source:
         return spec.source
+    from wsrl_wm.collect import cache_dir
+
     path = cache_dir() / spec.dataset_file
     if not path.is_file():
-        from wsrl_wm.collect import TrainingBudget, collect
+        from wsrl_wm.collect import TrainingBudget, collect_dataset
 
         args = dict(spec.collect)
         budget = TrainingBudget(**{k: args.pop(k) for k in list(args)
                                    if k in TrainingBudget.__dataclass_fields__})
         log(f"collecting {path} ({args}); cached afterwards")
         start = time.monotonic()
-        metadata = collect(budget=budget, out=str(path), **{"seed": 0, **args})
+        metadata = collect_dataset(budget=budget, out=str(path), **{"seed": 0, **args})
         seconds = time.monotonic() - start
         write_text_atomic(path.with_suffix(".json"),
                           json.dumps({**metadata, "collect_seconds": seconds}, indent=1))
