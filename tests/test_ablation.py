@@ -308,3 +308,19 @@ def test_single_seed_reports_say_they_are_single_observations(tmp_path):
     out.mkdir()
     outputs, _ = write_report(out, runs, dip_window=20, wandb_mode="disabled", config={})
     assert "one seed, so these are single observations" in outputs["report"].read_text()
+
+
+def test_model_curves_come_from_every_csv_log_against_online_steps(tmp_path):
+    cell = fake_cell(tmp_path / "cell", [50.0, 60.0])
+    logs = [("version_0", [(WARMUP, 0.5, ""), (WARMUP + 5, "", ""), (WARMUP + 10, 0.7, 2.0)]),
+            ("version_1", [(WARMUP + 10, 0.6, 1.5), (WARMUP + 20, 0.8, 3.0)])]  # resumed
+    for version, rows in logs:
+        (tmp_path / "cell/csv" / version).mkdir(parents=True, exist_ok=True)
+        with open(tmp_path / "cell/csv" / version / "metrics.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["env_step", "model/one_step_mse", "model/h_step_mse"])
+            writer.writerows(rows)
+    curves = describe(cell, None)["curves"]
+    assert curves["model_one_step"] == {"online_step": [0, 10, 20], "value": [0.5, 0.6, 0.8]}
+    assert curves["model_h_step"] == {"online_step": [10, 20], "value": [1.5, 3.0]}
+    assert "model_probe" not in curves

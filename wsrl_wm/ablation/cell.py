@@ -27,6 +27,10 @@ DEFAULT_DIP_FRACTION = 0.25
 CURVE_COLUMNS = {"score": "eval/normalized_score", "q_policy": "probe/q_policy",
                  "q_data": "probe/q_data", "mc_return": "probe/mc_return",
                  "td_error": "probe/td_error"}
+# World-model curves of r > 0 runs, logged at every rollout round (in the csv logs, not in
+# evaluations.csv): one-step and H-step error on fresh online data, one-step on the probe.
+MODEL_COLUMNS = {"model_one_step": "model/one_step_mse", "model_h_step": "model/h_step_mse",
+                 "model_probe": "model/probe_mse"}
 
 
 @dataclass
@@ -89,6 +93,7 @@ def describe(cell: Cell, dip_window: float | None) -> dict:
             raise WsrlError(f"the fit wrote no checkpoint at {checkpoint}")
         return {"checkpoint": str(checkpoint)}
     curves, online_steps = read_curves(cell.root)
+    curves.update(read_model_curves(cell.root))
     window = dip_window_for(dip_window, online_steps)
     return {"online_steps": online_steps, "dip_window": window,
             "summary": summarize_curves(curves, window), "curves": curves}
@@ -130,6 +135,23 @@ def read_curves(root: Path) -> tuple[dict, int]:
     if "score" not in curves:
         raise WsrlError(f"{history} has no {CURVE_COLUMNS['score']} evaluations")
     return curves, online_steps
+
+
+def read_model_curves(root: Path) -> dict:
+    """MODEL_COLUMNS against the online step from every csv/version_N/metrics.csv of the run
+    (a resumed run continues in a new version; a step logged twice keeps its last value)."""
+    warmup = int(read_run_info(root)["warmup_steps"])
+    points: dict[str, dict[int, float]] = {name: {} for name in MODEL_COLUMNS}
+    versions = sorted((root / "csv").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.removeprefix("version_")))
+    for path in versions:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                for name, column in MODEL_COLUMNS.items():
+                    if row.get(column) and row.get("env_step"):
+                        points[name][int(float(row["env_step"])) - warmup] = float(row[column])
+    return {name: {"online_step": sorted(values), "value": [values[s] for s in sorted(values)]}
+            for name, values in points.items() if values}
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

@@ -302,7 +302,11 @@ def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | N
     plots = {"scores": ("score", "normalised score", None),
              "q_probe": ("q_policy", "Q(s, π(s)) on the offline probe",
                          ("mc_return", "MC return on the probe (mean)")),
-             "td_probe": ("td_error", "TD error on the offline probe", None)}
+             "td_probe": ("td_error", "TD error on the offline probe", None),
+             "model_error": ("model_one_step", "world model one-step MSE on fresh online data",
+                             None),
+             "model_h_step": ("model_h_step", "world model H-step MSE along online trajectories",
+                              None)}
     for name, (key, ylabel, reference) in plots.items():
         path = out / f"{name}.png"
         if plot_curves(runs, key, ylabel, path, window, reference):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from wsrl_wm.ablation.cell import DONE, CellOutcome
+from wsrl_wm.ablation.cell import DONE, CellOutcome, describe
 from wsrl_wm.ablation.plan import Cell, Sweep, Variant, plan
 from wsrl_wm.ablation.runners import Runner
 from wsrl_wm.ablation.sweep import SweepResult, run_sweep
@@ -200,14 +200,29 @@ class CellArchive:
             restored.append(cell.name)
         return restored
 
-    def keep(self, outcome: CellOutcome) -> None:
+    def refresh(self, cells: list[Cell], dip_window: float | None) -> None:
+        """Describe again the finished cells whose run files are here (curves added to the
+        records by a newer version of the code then reach the report); archived-only cells
+        keep their records."""
+        for cell in cells:
+            if (cell.root / DONE).is_file() and (cell.root / "evaluations.csv").is_file():
+                record = {"cell": cell.name, "args": list(cell.args),
+                          **describe(cell, dip_window)}
+                write_text_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
+                self.keep(CellOutcome(cell, True, self.seconds(cell), record), commit=False)
+
+    def seconds(self, cell: Cell) -> float:
+        archived = self.folder / f"{cell.name}.json"
+        return json.loads(archived.read_text()).get("seconds", 0.0) if archived.is_file() else 0.0
+
+    def keep(self, outcome: CellOutcome, commit: bool | None = None) -> None:
         if outcome.cell.phase != "finetune":
             return
         path = self.folder / f"{outcome.cell.name}.json"
         record = {**outcome.record, "args": self.portable(outcome.cell.args),
                   "seconds": round(outcome.seconds, 1)}
         write_text_atomic(path, json.dumps(record, indent=1) + "\n")
-        if self.commit:
+        if self.commit if commit is None else commit:
             git_commit([path], f"study {self.name}: cell {outcome.cell.name}", self.log)
 
 
@@ -240,10 +255,11 @@ def run_study(spec: StudySpec, runner: Runner | None = None, wandb_mode: str | N
     restored = archive.restore(finetune)
     if restored:
         log(f"{len(restored)} cell(s) restored from {archive.folder}")
+    archive.refresh(finetune, spec.dip_window)
     results = Path(spec.results)
     result = run_sweep(sweep, runner, wandb_mode, log, report_to=results, on_done=archive.keep,
                        report_title=spec.title, dataset_score=dataset_score(dataset, spec.env))
     if commit:
-        git_commit([p for p in results.glob("*") if p.is_file()],
-                   f"study {spec.name}: report", log)
+        git_commit([p for p in [*results.glob("*"), *archive.folder.glob("*.json")]
+                    if p.is_file()], f"study {spec.name}: report", log)
     return result
