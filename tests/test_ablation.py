@@ -324,3 +324,15 @@ def test_model_curves_come_from_every_csv_log_against_online_steps(tmp_path):
     assert curves["model_one_step"] == {"online_step": [0, 10, 20], "value": [0.5, 0.6, 0.8]}
     assert curves["model_h_step"] == {"online_step": [10, 20], "value": [1.5, 3.0]}
     assert "model_probe" not in curves
+
+
+def test_shared_pretraining_plans_one_checkpoint_for_every_seed(tmp_path):
+    sweep = Sweep(PRETRAIN, FINETUNE, "hopper-medium-v2", str(tmp_path), ratios=(0.0,),
+                  seeds=(3, 4), baselines=("no_warmup",), shared_pretraining=True)
+    pretrain, finetune = plan(sweep)
+    assert [cell.name for cell in pretrain] == ["pretrain_seed3"]
+    checkpoint = f"--model.pretrained {tmp_path}/pretrain/seed_3/checkpoints/last.ckpt"
+    for cell in finetune:
+        assert cell.pretrain == "pretrain_seed3" and checkpoint in " ".join(cell.args)
+        assert f"--seed_everything {cell.seed} --model.seed {cell.seed}" in " ".join(cell.args)
+    assert [cell.seed for cell in finetune] == [3, 4, 3, 4]

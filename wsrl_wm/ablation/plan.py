@@ -57,11 +57,13 @@ class Sweep:
     overrides: tuple[str, ...] = ()
     dip_window: float | None = None
     variants: tuple[Variant, ...] = ()
+    shared_pretraining: bool = False  # one pretraining (the first seed's) for every seed
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One fit run: `args` follow `wsrl-wm fit`; its files live in `root`."""
+    """One fit run: `args` follow `wsrl-wm fit`; its files live in `root`. A fine-tuning
+    names the pretraining cell whose checkpoint it starts from."""
 
     name: str
     phase: str
@@ -70,6 +72,7 @@ class Cell:
     seed: int
     root: Path
     args: tuple[str, ...]
+    pretrain: str = ""
 
 
 def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
@@ -82,7 +85,7 @@ def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
     dataset = str(Path(sweep.dataset).resolve()) if Path(sweep.dataset).exists() else sweep.dataset
     routed = route_overrides(sweep.overrides, configs)
     pretrain: dict[int, Cell] = {}
-    for seed in sweep.seeds:
+    for seed in sweep.seeds[:1] if sweep.shared_pretraining else sweep.seeds:
         root = out / "pretrain" / f"seed_{seed}"
         pretrain[seed] = Cell(f"pretrain_seed{seed}", "pretrain", "pretrain", None, seed, root, (
             "--config", configs["pretrain"], *routed["pretrain"], "--model.dataset", dataset,
@@ -98,11 +101,12 @@ def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
         for seed in sweep.seeds:
             name = f"{variant}_r{ratio:g}_seed{seed}"
             root = out / "cells" / name
-            checkpoint = pretrain[seed].root / "checkpoints" / "last.ckpt"
+            source = pretrain[sweep.seeds[0] if sweep.shared_pretraining else seed]
+            checkpoint = source.root / "checkpoints" / "last.ckpt"
             finetune.append(Cell(name, "finetune", variant, ratio, seed, root, (
                 "--config", configs["finetune"], *routed["finetune"],
                 "--model.pretrained", str(checkpoint), "--model.rollout.ratio", f"{ratio:g}",
-                *extra, *_seed_and_root(seed, root))))
+                *extra, *_seed_and_root(seed, root)), pretrain=source.name))
     return list(pretrain.values()), finetune
 
 

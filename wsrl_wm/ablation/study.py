@@ -17,6 +17,7 @@ seed), and rebuilds the report from every record.
     finetune_config: configs/study/hopper/finetune.yaml
     seeds: [0, 1, 2, 3, 4]
     ratios: [0.0, 0.25]                    # WSRL at each model-rollout ratio r
+    shared_pretraining: false              # true: every seed fine-tunes the first seed's
     variants:                              # name: fit overrides of the fine-tuning
       no_warmup: {model.warmup_steps: 0}
       retain: {model.retain_offline_ratio: 0.5, model.offline_dataset: "{dataset}"}
@@ -42,7 +43,7 @@ from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.errors import WsrlError
 
 SPEC_KEYS = {"name", "title", "env", "dataset", "pretrain_config", "finetune_config", "seeds",
-             "ratios", "variants", "set", "dip_window", "work", "results"}
+             "ratios", "variants", "set", "dip_window", "work", "results", "shared_pretraining"}
 RATIO_KEY = "model.rollout.ratio"
 
 
@@ -64,6 +65,7 @@ class StudySpec:
     results: str = "docs/results/study"
     title: str = ""
     spec_path: str = ""
+    shared_pretraining: bool = False
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -107,7 +109,8 @@ def load_spec(path: str | Path) -> StudySpec:
         overrides=tuple(raw.get("set") or ()), dip_window=raw.get("dip_window"),
         work=str(raw.get("work", f"runs/study/{raw['name']}")),
         results=str(raw.get("results", f"docs/results/{raw['name']}")),
-        title=str(raw.get("title", f"Study: {raw['name']}")), spec_path=str(path))
+        title=str(raw.get("title", f"Study: {raw['name']}")), spec_path=str(path),
+        shared_pretraining=bool(raw.get("shared_pretraining", False)))
 
 
 def _yaml_value(value) -> str:
@@ -161,7 +164,8 @@ def dataset_score(source: str, env: str) -> float | None:
 
 def sweep_of(spec: StudySpec, dataset: str) -> Sweep:
     return Sweep(spec.pretrain_config, spec.finetune_config, dataset, spec.work, spec.ratios,
-                 spec.seeds, (), spec.overrides, spec.dip_window, spec.variants)
+                 spec.seeds, (), spec.overrides, spec.dip_window, spec.variants,
+                 spec.shared_pretraining)
 
 
 class CellArchive:

@@ -50,19 +50,19 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
     mode = resolve_wandb_mode(wandb_mode)
     runner = runner or LocalRunner()
     records = {cell.name: load_done(cell) for cell in pretrain + finetune}  # before any run
-    needed = {cell.seed for cell in finetune if records[cell.name] is None}
-    pretrain = [cell for cell in pretrain if cell.seed in needed or records[cell.name]]
+    needed = {cell.pretrain for cell in finetune if records[cell.name] is None}
+    pretrain = [cell for cell in pretrain if cell.name in needed or records[cell.name]]
     result = SweepResult(Path(sweep.out).resolve(), {}, "",
                          skipped=[cell.name for cell in pretrain + finetune
                                   if records[cell.name]])
     with runner:
         for phase, cells in (("pretrain", pretrain), ("fine-tune", finetune)):
-            failed_seeds = {o.cell.seed for o in result.failures if o.cell.phase == "pretrain"}
+            failed = {o.cell.name for o in result.failures if o.cell.phase == "pretrain"}
             waiting = [cell for cell in cells if records[cell.name] is None]
-            todo = [cell for cell in waiting if cell.seed not in failed_seeds]
-            result.failures += [CellOutcome(cell, False, error=f"not run: pretrain_seed"
-                                            f"{cell.seed} failed")
-                                for cell in waiting if cell.seed in failed_seeds]
+            todo = [cell for cell in waiting if cell.pretrain not in failed]
+            result.failures += [CellOutcome(cell, False, error=f"not run: {cell.pretrain} "
+                                            "failed")
+                                for cell in waiting if cell.pretrain in failed]
             blocked = len(waiting) - len(todo)
             log(f"{phase}: {len(todo)} cell(s) to run, {len(cells) - len(waiting)} already done"
                 + (f", {blocked} blocked by a failed pretraining" if blocked else ""))
