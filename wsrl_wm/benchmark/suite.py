@@ -1,5 +1,6 @@
-"""The benchmark sections. Each returns Figures measured side by side in this process, so the
-ratios compare like with like on whatever machine runs them."""
+"""The benchmark sections. The contenders of a section are timed in interleaved blocks in this
+process, so their ratios compare like with like on whatever machine runs them; peak memory and
+the glibc-allocator rate are measured in fresh processes (that is what they measure)."""
 
 import copy
 import dataclasses
