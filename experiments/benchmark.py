@@ -6,6 +6,7 @@ so their ratios compare like with like; peak memory and the glibc-allocator rate
 in fresh processes. Prints a table and writes JSON.
 
     python experiments/benchmark.py [--quick] [--out benchmark.json] [--device cuda]
+                                    [--sections sac,cql,peer,...]
 
 --quick (a few minutes on 2 cores) shrinks iteration counts and skips torch.compile.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from wsrl_wm.benchmark import Figure, run_suite
+from wsrl_wm.benchmark.suite import SECTIONS
 
 
 def table(figures: list[Figure]) -> str:
@@ -56,11 +58,17 @@ def main() -> None:
                         help="a few minutes: fewer iterations, no torch.compile")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results")
     parser.add_argument("--device", default="cpu",
-                        help="where the SAC and CQL update sections run (e.g. cuda)")
+                        help="where the SAC, CQL and peer update sections run (e.g. cuda)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, from {','.join(SECTIONS)} (default: all)")
     args = parser.parse_args()
+    sections = tuple(args.sections.split(","))
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(unknown)}; choose from {','.join(SECTIONS)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
-    figures = run_suite(quick=args.quick, device=args.device)
+    figures = run_suite(quick=args.quick, device=args.device, sections=sections)
     print(table(figures))
     write_json(args.out, figures)
     print(f"\nwrote {args.out}")

@@ -68,6 +68,22 @@ def test_target_is_min_over_random_subset(subset):
         assert counts[8] > 0  # ... but {8, 9} can be drawn
 
 
+@pytest.mark.parametrize("critics", [1, 2])
+def test_a_subset_holding_every_critic_is_all_of_them(critics):
+    """No draw then (inductor failed to compile a `randperm` slice that keeps every row):
+    the target is the min over every critic, and no random number is consumed."""
+    torch.manual_seed(0)
+    agent = SAC(OBS, ACT, SACConfig(num_critics=critics, target_subset=2, discount=1.0,
+                                    **SMALL))
+    constant_target_critics(agent)
+    assert agent.target_members(torch.device("cpu")) is None
+    state = torch.get_rng_state()
+    agent.actor.forward = lambda obs, deterministic=False: (torch.zeros(len(obs), ACT),
+                                                            torch.zeros(len(obs)))
+    assert agent.td_target(zero_reward_batch(3)).tolist() == [0.0] * 3  # member 0 holds 0
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_default_target_subset_law_is_two_of_ten():
     """With the default config (10 critics, subset 2) the law is (9 − k)/45 — not 1 or 3."""
     torch.manual_seed(1)

@@ -236,3 +236,18 @@ def test_lightning_section_times_a_real_fit(monkeypatch):
     assert figures["fit, per online env step"] == pytest.approx(
         1e3 * statistics.mean(clock.step_seconds))
     assert len(clock.update_seconds) == len(clock.points) * clock.per_point
+
+
+def test_suite_runs_the_sections_asked_in_order(monkeypatch):
+    called = []
+    functions = {"sac": "sac_update", "cql": "cql_update", "peer": "peer_update",
+                 "loop": "lightning_loop", "rollouts": "rollouts",
+                 "world-model": "world_model_epoch", "memory": "memory",
+                 "buffer": "buffer_scaling"}
+    assert set(functions) == set(suite.SECTIONS)
+    for function in functions.values():
+        monkeypatch.setattr(suite, function,
+                            lambda *args, function=function, **kwargs: called.append(function)
+                            or [])
+    suite.run_suite(quick=True, sections=("buffer", "cql"))
+    assert called == ["buffer_scaling", "cql_update"]

@@ -1,5 +1,6 @@
-"""The benchmark sections. Each returns Figures measured side by side in this process, so the
-ratios compare like with like on whatever machine runs them."""
+"""The benchmark sections. The contenders of a section are timed in interleaved blocks in this
+process, so their ratios compare like with like on whatever machine runs them; peak memory and
+the glibc-allocator rate are measured in fresh processes (that is what they measure)."""
 
 import copy
 import dataclasses
@@ -337,24 +338,33 @@ def buffer_scaling(capacities: list[int], iterations: int) -> list[Figure]:
             Figure(section, "largest / smallest", costs[-1] / costs[0], "x", "≈ 1")]
 
 
-def run_suite(quick: bool = False, device: str = "cpu") -> list[Figure]:
-    """Every section; `quick` shrinks the iteration counts and skips torch.compile. `device`
-    runs the two update sections there (the others measure CPU-side work). The process is set
-    up as `wsrl-wm` sets itself up (allocator)."""
+SECTIONS = ("sac", "cql", "peer", "loop", "rollouts", "world-model", "memory", "buffer")
+
+
+def run_suite(quick: bool = False, device: str = "cpu",
+              sections: tuple[str, ...] = SECTIONS) -> list[Figure]:
+    """The `sections` (all by default); `quick` shrinks the iteration counts and skips
+    torch.compile. `device` runs the three update sections there (the others measure CPU-side
+    work). The process is set up as `wsrl-wm` sets itself up (allocator)."""
     allocator = keep_freed_memory()
     compiled = not quick and compile_available()
     peak = peak_matmul_flops(device)
+    runs = {
+        "sac": lambda: sac_update(5 if quick else 30, compiled, device=device),
+        "cql": lambda: cql_update(3 if quick else 12, compiled, device=device),
+        "peer": lambda: peer_update(3 if quick else 12, compiled, device=device),
+        "loop": lambda: lightning_loop(40 if quick else 1100, 5 if quick else 30),
+        "rollouts": lambda: rollouts(2 if quick else 10),
+        "world-model": lambda: world_model_epoch(10_000 if quick else 100_000),
+        "memory": memory,
+        "buffer": lambda: buffer_scaling(
+            [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000],
+            200 if quick else 1000),
+    }
     figures = [Figure("Machine", f"matmul roofline ([10,256,256] bmm, {device})", peak / 1e9,
                       "GFLOP/s"),
                Figure("Machine", "torch threads", torch.get_num_threads(), ""),
                Figure("Machine", "freed memory kept (wsrl_wm.allocator)", float(allocator), "")]
-    figures += sac_update(5 if quick else 30, compiled, device=device)
-    figures += cql_update(3 if quick else 12, compiled, device=device)
-    figures += peer_update(3 if quick else 12, compiled, device=device)
-    figures += lightning_loop(40 if quick else 1100, 5 if quick else 30)
-    figures += rollouts(2 if quick else 10)
-    figures += world_model_epoch(10_000 if quick else 100_000)
-    figures += memory()
-    figures += buffer_scaling([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000],
-                              200 if quick else 1000)
+    for name in sections:
+        figures += runs[name]()
     return figures
