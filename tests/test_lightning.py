@@ -2,6 +2,7 @@
 
 import copy
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,11 +131,13 @@ def test_bad_finetune_options_are_rejected(pretrained, kwargs, message):
 
 
 def run_cli(*args, cwd):
-    """`wsrl-wm ...` in a fresh interpreter importing this checkout (not an installed copy)."""
+    """`wsrl-wm ...` in a fresh interpreter importing this checkout (not an installed copy),
+    with the caller's thread limit (an unlimited torch on a busy machine runs 10× slower)."""
+    threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}
     return subprocess.run([sys.executable, "-m", "wsrl_wm.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=600, env={
                               "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin",
-                              "PYTHONPATH": str(ROOT)})
+                              "PYTHONPATH": str(ROOT), **threads})
 
 
 def read_csv(path: Path) -> list[dict]:
