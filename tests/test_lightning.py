@@ -17,7 +17,7 @@ from wsrl_wm.agents.compilation import compile_available
 from wsrl_wm.cli import main
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.lightning import FinetuneModule
+from wsrl_wm.lightning import FinetuneModule, PretrainModule
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP, ONLINE, UTD = 40, 6, 2
@@ -199,6 +199,35 @@ def test_paper_configs_print_a_complete_config(capsys, family, phase):
     assert "class_path: wsrl_wm.lightning." in printed
     assert "max_epochs: 1" in printed
     assert ("cql_alpha" if phase == "pretrain" else "warmup_steps: 5000") in printed
+
+
+BUILDABLE = [f"{folder}/{phase}" for folder in ("smoke", "cpu", "demo", "hopper")
+             for phase in ("pretrain", "finetune")]
+
+
+@pytest.mark.parametrize("config", BUILDABLE)
+def test_configs_build_their_modules(config, hopper_dataset, pretrained, tmp_path):
+    """Beyond parsing (`--print_config` never builds anything): each config's module and
+    trainer are constructed, on the test's Hopper dataset or pretrained checkpoint, with the
+    config's own values in place."""
+    import yaml
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    path = ROOT / f"configs/{config}.yaml"
+    init_args = yaml.safe_load(path.read_text())["model"]["init_args"]
+    source = ("--model.dataset", hopper_dataset) if "dataset" in init_args else (
+        "--model.pretrained", pretrained)
+    cli = LightningCLI(LightningModule, subclass_mode_model=True, run=False,
+                       args=["--config", str(path), *source, "--trainer.logger", "false",
+                             "--trainer.default_root_dir", str(tmp_path)],
+                       trainer_defaults={"max_epochs": 1}, save_config_callback=None)
+    module = cli.model
+    expected = FinetuneModule if "pretrained" in init_args else PretrainModule
+    assert type(module) is expected
+    for key, value in init_args.items():
+        if key not in ("dataset", "pretrained") and not isinstance(value, dict):
+            assert module.hparams[key] == value, key
 
 
 def test_cli_override_error_is_one_line(tmp_path, pretrained):
