@@ -244,3 +244,23 @@ def test_missing_pretrained_checkpoint_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "pretrained checkpoint not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "env", "expected"), [
+    ("offline", "disabled", "offline"), ("disabled", "offline", "disabled"),
+    (None, "disabled", "disabled"), (None, None, "offline"), (None, "online", "online")])
+def test_wandb_mode_flag_wins_over_the_environment_as_in_the_ablation(tmp_path, monkeypatch,
+                                                                      flag, env, expected):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from wsrl_wm.ablation.sweep import resolve_wandb_mode
+    from wsrl_wm.lightning.trainer_setup import default_loggers
+
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    assert resolve_wandb_mode(flag) == expected
+    wandb = [lg for lg in default_loggers(tmp_path, flag, "p") if isinstance(lg, WandbLogger)]
+    mode = "disabled" if not wandb else "offline" if wandb[0]._offline else "online"
+    assert mode == expected
