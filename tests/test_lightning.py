@@ -206,6 +206,7 @@ BUILDABLE = [f"{folder}/{phase}" for folder in ("smoke", "cpu", "demo", "hopper"
 
 
 @pytest.mark.parametrize("config", BUILDABLE)
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # as wsrl_wm.cli does
 def test_configs_build_their_modules(config, hopper_dataset, pretrained, tmp_path):
     """Beyond parsing (`--print_config` never builds anything): each config's module and
     trainer are constructed, on the test's Hopper dataset or pretrained checkpoint, with the
