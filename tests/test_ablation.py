@@ -238,6 +238,51 @@ def test_local_sweep_writes_results_report_and_plots(smoke_sweep):
         assert (out / name).stat().st_size > 0
 
 
+def hand_summary(cell_root: Path, warmup: int, window: float) -> dict:
+    """The results.csv numbers of one cell, recomputed from its evaluations.csv by hand."""
+    rows = read_rows(cell_root / "evaluations.csv")
+    steps = [int(float(r["env_step"])) - warmup for r in rows]
+    scores = [float(r["eval/normalized_score"]) for r in rows]
+    q_policy = [float(r["probe/q_policy"]) for r in rows]
+    assert steps[0] == 0
+    later = [step for step, score in zip(steps, scores, strict=True)
+             if step > 0 and score >= scores[0]]
+    area = sum((scores[i] + scores[i + 1]) / 2 * (steps[i + 1] - steps[i])
+               for i in range(len(steps) - 1))
+    return {"s0": scores[0], "final": scores[-1], "auc": area / (steps[-1] - steps[0]),
+            "dip": max(0.0, scores[0] - min(s for t, s in zip(steps, scores, strict=True)
+                                             if t <= window)),
+            "recovery_step": float(later[0]) if later else None,
+            "q_offline_drift": q_policy[-1] - q_policy[0]}
+
+
+def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
+    """results.csv from each cell's evaluations.csv (warmup 50, dip window 15); the report's
+    S0 and final columns from results.csv: mean ± t_{0.975,1}·s/√2 over the two seeds."""
+    sweep, result = smoke_sweep
+    assert result.returncode == 0
+    rows = read_rows(Path(sweep.out) / "results.csv")
+    for row in rows:
+        want = hand_summary(Path(row["cell"]), warmup=50, window=15)
+        for key in ("s0", "final", "auc", "dip", "q_offline_drift"):
+            assert float(row[key]) == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+        assert row["recovery_step"] == ("" if want["recovery_step"] is None
+                                        else str(want["recovery_step"]))
+    lines = (Path(sweep.out) / "report.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant | r | n | S0 |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    table = [line.split(" | ") for line in lines[start + 2:end]]  # the first table's rows
+    header = "variant | r | n | S0 | dip | recovery step | final".split(" | ")
+    assert [cells[:2] for cells in table] == [["| wsrl", "0"], ["| wsrl", "0.5"]]
+    for cells in table:
+        ratio = float(cells[1])
+        for column, key in (("S0", "s0"), ("final", "final")):
+            values = [float(r[key]) for r in rows if float(r["r"]) == ratio]
+            mean, half = np.mean(values), 12.706 * np.std(values, ddof=1) / math.sqrt(2)
+            shown = cells[header.index(column)]
+            assert shown == f"{mean:.3g} ± {half:.3g}", (column, shown)
+
+
 def test_every_cell_keeps_its_command_log_record_and_config(smoke_sweep):
     sweep, _ = smoke_sweep
     pretrain, finetune = plan(sweep)
@@ -281,19 +326,26 @@ def test_a_failed_cell_is_reported_and_the_sweep_exits_non_zero(tmp_path):
     assert read_rows(out / "results.csv") == [] and (out / "report.md").is_file()
 
 
-def test_ray_backend_runs_the_sweep_on_a_local_instance(tmp_path, hopper_dataset):
+def test_ray_backend_runs_the_sweep_on_a_local_instance(tmp_path, hopper_dataset, smoke_sweep):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         sweep = Sweep(PRETRAIN, FINETUNE, hopper_dataset, str(tmp_path), ratios=(0.0, 0.5),
-                      seeds=(0,))
+                      seeds=(0,), dip_window=15)
         result = run_sweep(sweep, RayRunner(), wandb_mode="disabled", log=lambda _: None)
         assert ray.is_initialized()  # the runner leaves a Ray it did not start running
     finally:
         ray.shutdown()
     assert result.ok, [f.error for f in result.failures]
     assert sorted(result.ran) == ["pretrain_seed0", "wsrl_r0.5_seed0", "wsrl_r0_seed0"]
-    assert len(read_rows(tmp_path / "results.csv")) == 2
+    ray_rows = read_rows(tmp_path / "results.csv")
+    assert len(ray_rows) == 2
+    # the same cells as the local sweep's seed 0: the same numbers, whichever backend ran them
+    local = {row["r"]: row for row in read_rows(Path(smoke_sweep[0].out) / "results.csv")
+             if row["seed"] == "0"}
+    for row in ray_rows:
+        for key in (*NUMBERS, "recovery_step", "forgot"):
+            assert row[key] == local[row["r"]][key], (row["r"], key)
     for name in ("report", "scores", "q_probe"):
         assert result.outputs[name].stat().st_size > 0
     assert all((cell.root / "done.json").is_file() for cell in sum(plan(sweep), []))

@@ -89,7 +89,8 @@ def fit_command(argv: list[str]) -> None:
 
     class WsrlCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument("--wandb_mode", default="offline", choices=WANDB_MODES)
+            # unset: $WANDB_MODE, else offline (default_loggers)
+            parser.add_argument("--wandb_mode", default=None, choices=WANDB_MODES)
             parser.add_argument("--wandb_project", default="wsrl-wm")
 
         def _parse_ckpt_path(self) -> None:

@@ -240,7 +240,7 @@ def lightning_loop(online_steps: int, iterations: int) -> list[Figure]:
 def fit(module, root: Path, callbacks: list) -> None:
     """A Trainer set up as `wsrl-wm fit` sets it up (loggers, callbacks), without the progress
     bar (its output would bury the table)."""
-    trainer = Trainer(max_epochs=1, logger=default_loggers(root, "offline", "wsrl-wm-benchmark"),
+    trainer = Trainer(max_epochs=1, logger=default_loggers(root, None, "wsrl-wm-benchmark"),
                       callbacks=[*callbacks, *default_callbacks(root, progress_bar=False)],
                       default_root_dir=root,
                       enable_model_summary=False, enable_progress_bar=False)

@@ -14,13 +14,14 @@ from wsrl_wm.atomic import atomic_path
 from wsrl_wm.lightning.env_step_logging import EnvStepProgressBar, LineProgress
 
 
-def default_loggers(root: Path, wandb_mode: str, wandb_project: str) -> list[Logger]:
+def default_loggers(root: Path, wandb_mode: str | None, wandb_project: str) -> list[Logger]:
     """A CSV logger always; Weights & Biases offline unless asked for online (no network wait).
 
-    WANDB_MODE in the environment wins over the config, so tests can disable wandb.
+    As in the ablation (`resolve_wandb_mode`): an explicit `wandb_mode` wins, then $WANDB_MODE
+    (how tests and the ablation's cells set it), then offline.
     """
     loggers: list[Logger] = [CSVLogger(root, name="csv")]
-    mode = os.environ.get("WANDB_MODE", wandb_mode)
+    mode = wandb_mode or os.environ.get("WANDB_MODE") or "offline"
     if mode != "disabled":
         loggers.append(WandbLogger(project=wandb_project, name=root.name, save_dir=str(root),
                                    offline=mode != "online"))
