@@ -15,7 +15,7 @@ from wsrl_wm.data import load_dataset
 from wsrl_wm.data.minari_source import kitchen_task_count
 from wsrl_wm.envs import make_env, resolve_env
 from wsrl_wm.envs.make import register_robotics_envs
-from wsrl_wm.envs.sparse import ANTMAZE_EVAL_CELLS, episode_success
+from wsrl_wm.envs.sparse import MAZE_EVAL_CELLS, episode_success
 from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
 
@@ -63,7 +63,7 @@ def test_antmaze_evaluates_from_d4rl_start_to_its_goal_and_ends_there():
     env = make_env("antmaze-large-diverse-v2")
     obs, _ = env.reset(seed=0)
     maze = env.unwrapped.maze
-    (reset_cell, goal_cell) = ANTMAZE_EVAL_CELLS["large"]
+    (reset_cell, goal_cell) = MAZE_EVAL_CELLS["antmaze"]["large"]
     assert tuple(maze.cell_xy_to_rowcol(obs[0:2])) == reset_cell
     assert tuple(maze.cell_xy_to_rowcol(obs[2:4])) == goal_cell
     # Put the ant on the goal: the env rewards 1, reports success and ends the episode, and the
