@@ -209,3 +209,22 @@ def test_collect_then_smoke_configs_through_the_cli(tmp_path):
         rate = float(row["eval/success_rate"])
         assert 0.0 <= rate <= 1.0
         assert float(row["eval/normalized_score"]) == pytest.approx(100 * rate)
+
+
+def test_world_model_termination_on_a_maze_is_the_task_rule():
+    from wsrl_wm.envs import termination_fn
+
+    next_obs = torch.tensor([[0.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0],
+                             [0.0, 0.0, 0.4, 0.4, 0.0, 0.0, 0.0, 0.0]])
+    assert termination_fn("PointMaze_UMaze-v3")(next_obs).tolist() == [True, False]
+
+
+def test_online_env_has_d4rls_single_goal_and_random_starts():
+    env = make_env("PointMaze_Medium-v3")
+    maze = env.unwrapped.maze
+    starts, goals = set(), set()
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed)
+        starts.add(tuple(maze.cell_xy_to_rowcol(obs[0:2])))
+        goals.add(tuple(maze.cell_xy_to_rowcol(obs[2:4])))
+    assert goals == {(6, 6)} and len(starts) >= 4

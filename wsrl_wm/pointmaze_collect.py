@@ -126,7 +126,9 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str) -
     register_robotics_envs()
     time_limit = gym.spec(spec.gym_id).max_episode_steps
     # Continuing: a reached goal is replaced in place; the time limit is applied here, per goal.
+    # Goals anywhere: the registered map, not the single-goal evaluation map.
     sim = make_sparse_env(spec, continuing_task=True, reset_target=True,
+                          maze_map=gym.spec(spec.gym_id).kwargs["maze_map"],
                           max_episode_steps=steps + 1)
     rng = np.random.default_rng(seed)
     sim.action_space.seed(seed)

@@ -82,7 +82,11 @@ def resolve_env(name: str) -> EnvSpec:
     if family is not None:
         return EnvSpec(FAMILY_TO_GYM_ID[family], family)
     for pattern, family in GYM_ID_PATTERNS:
-        if pattern.match(name):
+        match = pattern.match(name)
+        if match and family == "pointmaze":  # evaluated as D4RL's maze2d: one fixed goal
+            size = {v: k for k, v in MAZE_SIZES.items()}[match[1]]
+            return EnvSpec(name, family, kwargs=(("eval_maze", size),))
+        if match:
             return EnvSpec(name, family)
     match = D4RL_NAME.match(name.lower())
     if match and match["family"] in FAMILY_TO_GYM_ID:
@@ -102,7 +106,8 @@ def _sparse_d4rl_name(family: str, quality: str) -> EnvSpec | None:
     """The sparse-reward D4RL names (None if `family-quality` is not one of them)."""
     if family in ("pointmaze", "maze2d") and quality in MAZE_SIZES:
         return EnvSpec(f"PointMaze_{MAZE_SIZES[quality]}-v3", "pointmaze",
-                       minari_id=f"D4RL/pointmaze/{quality}-v2")
+                       minari_id=f"D4RL/pointmaze/{quality}-v2",
+                       kwargs=(("eval_maze", quality),))
     if family == "antmaze" and quality in ANTMAZE_DATASETS:
         maze, eval_maze = ANTMAZE_DATASETS[quality]
         return EnvSpec(f"AntMaze_{maze}-{ANTMAZE_VERSION}", "antmaze",

@@ -21,22 +21,30 @@ FAMILY_ENV_KWARGS = {
     "pointmaze": {"continuing_task": False},
     "antmaze": {"continuing_task": False},
 }
-# D4RL's antmaze evaluates from one start cell to one goal cell, (row, col) in gymnasium's
-# orientation: medium and large as the eval_env_spec maps of Minari's D4RL/antmaze datasets
-# (start (1, 1); goal (6, 6) / (7, 9)); umaze as the map those datasets were recorded on (start
-# (3, 1), goal (1, 1)), which is d4rl's U_MAZE_TEST with its rows in gymnasium's order.
-ANTMAZE_EVAL_CELLS = {"umaze": ((3, 1), (1, 1)), "medium": ((1, 1), (6, 6)),
-                      "large": ((1, 1), (7, 9))}
+# D4RL's mazes evaluate on one goal cell, (row, col) in gymnasium's orientation. Antmaze also
+# from one start cell: medium and large as the eval_env_spec maps of Minari's D4RL/antmaze
+# datasets (start (1, 1); goal (6, 6) / (7, 9)); umaze as the map those datasets were recorded
+# on (start (3, 1), goal (1, 1)), which is d4rl's U_MAZE_TEST with its rows in gymnasium's order.
+# PointMaze from any free cell to the goal of the EVAL_ENV_MAPS of Minari's D4RL/pointmaze
+# datasets (umaze (1, 1), medium (6, 6), large (7, 9)), as D4RL's maze2d evaluates.
+MAZE_EVAL_CELLS = {
+    "antmaze": {"umaze": ((3, 1), (1, 1)), "medium": ((1, 1), (6, 6)),
+                "large": ((1, 1), (7, 9))},
+    "pointmaze": {"umaze": (None, (1, 1)), "medium": (None, (6, 6)), "large": (None, (7, 9))},
+}
 
 
-def antmaze_eval_map(size: str) -> list[list]:
-    """The gymnasium-robotics map of `size` with its one reset ("r") and goal ("g") cell."""
+def maze_eval_map(family: str, size: str) -> list[list]:
+    """The gymnasium-robotics map of `size` with its goal ("g") and, for antmaze, its one reset
+    ("r") cell; other free cells stay resets."""
     from gymnasium_robotics.envs.maze import maps
 
     base = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[size]
     grid = [list(row) for row in base]
-    (reset_row, reset_col), (goal_row, goal_col) = ANTMAZE_EVAL_CELLS[size]
-    grid[reset_row][reset_col], grid[goal_row][goal_col] = "r", "g"
+    reset, (goal_row, goal_col) = MAZE_EVAL_CELLS[family][size]
+    grid[goal_row][goal_col] = "g"
+    if reset is not None:
+        grid[reset[0]][reset[1]] = "r"
     return grid
 
 
@@ -44,7 +52,7 @@ def env_kwargs(spec: EnvSpec) -> dict:
     """gym.make arguments of a sparse-reward env: the family's rule, then the name's own."""
     kwargs = {**FAMILY_ENV_KWARGS.get(spec.family, {}), **dict(spec.kwargs)}
     if "eval_maze" in kwargs:
-        kwargs["maze_map"] = antmaze_eval_map(kwargs.pop("eval_maze"))
+        kwargs["maze_map"] = maze_eval_map(spec.family, kwargs.pop("eval_maze"))
     return kwargs
 
 

@@ -25,7 +25,8 @@ ACHIEVED, DESIRED = slice(0, 2), slice(2, 4)
 
 
 def maze_task(obs: Tensor, action: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
-    """Sparse reward 1 and termination when the achieved position is within the goal radius."""
+    """Sparse reward 1 and termination when the achieved position is within the goal radius
+    (a function of `next_obs` only)."""
     distance = torch.linalg.vector_norm(next_obs[..., ACHIEVED] - next_obs[..., DESIRED], dim=-1)
     reached = distance <= MAZE_GOAL_RADIUS
     return reached.to(next_obs.dtype), reached
