@@ -166,3 +166,20 @@ def test_an_archived_cell_of_other_arguments_is_not_reused(smoke_study, tmp_path
     result = study(other, folder)
     assert result.returncode == 2 and "made with other arguments" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_only_reports_the_finished_cells_and_runs_nothing(smoke_study):
+    folder, spec, first = smoke_study
+    assert first.returncode == 0
+    (folder / "repo/results/cells/retain_r0_seed1.json").unlink()
+    (folder / "work/cells/retain_r0_seed1/done.json").unlink(missing_ok=True)
+    result = subprocess.run([sys.executable, "-m", "wsrl_wm.cli", "study", str(spec),
+                             "--report-only", "--wandb-mode", "disabled"], cwd=folder,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cell(s) to run" not in result.stdout
+    assert not (folder / "work/cells/retain_r0_seed1/done.json").exists()
+    with open(folder / "repo/results/results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and "| retain | 0 | 1 |" in (folder / "repo/results/report.md"
+                                                         ).read_text()

@@ -64,12 +64,14 @@ def study_command(argv: list[str]) -> None:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--commit", action="store_true",
                         help="git-commit each finished cell's record and the final report")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the cells finished so far")
     parser.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
                         help="default: $WANDB_MODE, else offline")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     result = run_study(spec, make_runner(args.backend, args.workers, args.ray_address),
-                       args.wandb_mode, args.commit)
+                       args.wandb_mode, args.commit, report_only=args.report_only)
     print(f"\n{result.table}\n")
     for name, path in result.outputs.items():
         print(f"{name}: {path}")

@@ -250,8 +250,9 @@ def git_commit(paths: list[Path], message: str, log=print) -> bool:
 
 
 def run_study(spec: StudySpec, runner: Runner | None = None, wandb_mode: str | None = None,
-              commit: bool = False, log=print) -> SweepResult:
-    """Collect (once), restore archived cells, run the rest, and report into `spec.results`."""
+              commit: bool = False, log=print, report_only: bool = False) -> SweepResult:
+    """Collect (once), restore archived cells, run the rest (unless `report_only`), and report
+    into `spec.results`."""
     dataset = ensure_dataset(spec, log)
     sweep = sweep_of(spec, dataset)
     _, finetune = plan(sweep)
@@ -262,7 +263,8 @@ def run_study(spec: StudySpec, runner: Runner | None = None, wandb_mode: str | N
     archive.refresh(finetune, spec.dip_window)
     results = Path(spec.results)
     result = run_sweep(sweep, runner, wandb_mode, log, report_to=results, on_done=archive.keep,
-                       report_title=spec.title, dataset_score=dataset_score(dataset, spec.env))
+                       report_title=spec.title, dataset_score=dataset_score(dataset, spec.env),
+                       run=not report_only)
     if commit:
         git_commit([p for p in [*results.glob("*"), *archive.folder.glob("*.json")]
                     if p.is_file()], f"study {spec.name}: report", log)

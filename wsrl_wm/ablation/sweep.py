@@ -42,10 +42,11 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
               log: Callable[[str], None] = print, report_to: Path | None = None,
               on_done: Callable[[CellOutcome], None] | None = None,
               report_title: str = "Rollout-ratio ablation",
-              dataset_score: float | None = None) -> SweepResult:
+              dataset_score: float | None = None, run: bool = True) -> SweepResult:
     """Plan, run what is not done yet, and report (into `report_to`, default the sweep's out).
     Cells' fits log to wandb in the same mode; `on_done` sees every cell that succeeded. A
-    seed's pretraining runs only while one of its fine-tunings is still to do."""
+    seed's pretraining runs only while one of its fine-tunings is still to do. With `run`
+    False nothing runs: the report covers the cells finished so far."""
     pretrain, finetune = plan(sweep)
     mode = resolve_wandb_mode(wandb_mode)
     runner = runner or LocalRunner()
@@ -56,7 +57,7 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
                          skipped=[cell.name for cell in pretrain + finetune
                                   if records[cell.name]])
     with runner:
-        for phase, cells in (("pretrain", pretrain), ("fine-tune", finetune)):
+        for phase, cells in (("pretrain", pretrain), ("fine-tune", finetune)) if run else ():
             failed = {o.cell.name for o in result.failures if o.cell.phase == "pretrain"}
             waiting = [cell for cell in cells if records[cell.name] is None]
             todo = [cell for cell in waiting if cell.pretrain not in failed]
