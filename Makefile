@@ -21,8 +21,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The default suite, then the tests marked slow (pyproject's addopts leave them out).
 test: lint
 	WANDB_MODE=disabled OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/python -m pytest -q
+	WANDB_MODE=disabled OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/python -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV)

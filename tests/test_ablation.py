@@ -19,6 +19,7 @@ from wsrl_wm.ablation.report import write_report
 from wsrl_wm.ablation.runners import cpu_cores, import_ray
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.metrics import area_under_curve
+from wsrl_wm.run_info import write_run_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "ablate_rollout_ratio.py"
@@ -45,14 +46,13 @@ WARMUP, ONLINE = 100, 40
 
 def fake_cell(root: Path, scores: list[float], q_policy: list[float] | None = None,
               variant: str = "wsrl", ratio: float = 0.0, seed: int = 0) -> Cell:
-    """A fine-tune cell folder as a fit leaves it: the config in the newest of two
-    csv/version_N logs (an older one with a stale config to be ignored) and the evaluation
-    history, every 10 online steps, in evaluations.csv."""
-    for version, warmup in ((0, 999), (1, WARMUP)):
-        log_dir = root / "csv" / f"version_{version}"
-        log_dir.mkdir(parents=True)
-        config = {"model": {"init_args": {"warmup_steps": warmup, "online_steps": ONLINE}}}
-        (log_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    """A fine-tune cell folder as a fit leaves it: its run.json (a stale csv log config to be
+    ignored) and the evaluation history, every 10 online steps, in evaluations.csv."""
+    log_dir = root / "csv" / "version_0"
+    log_dir.mkdir(parents=True)
+    config = {"model": {"init_args": {"warmup_steps": 999, "online_steps": 7}}}
+    (log_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run_info(root, {"warmup_steps": WARMUP, "online_steps": ONLINE})
     columns = ["env_step", "eval/normalized_score", "eval/return"]
     columns += ["probe/q_policy"] if q_policy else []
     with open(root / "evaluations.csv", "w", newline="") as f:
@@ -64,7 +64,7 @@ def fake_cell(root: Path, scores: list[float], q_policy: list[float] | None = No
     return Cell(root.name, "finetune", variant, ratio, seed, root, ())
 
 
-def test_cell_summary_reads_the_newest_log_against_online_steps(tmp_path):
+def test_cell_summary_reads_run_json_against_online_steps(tmp_path):
     scores, q = [50.0, 30.0, 45.0, 55.0, 60.0], [10.0, 8.0, 7.0, 6.5, 4.0]
     record = describe(fake_cell(tmp_path / "cell", scores, q), dip_window=None)
     assert record["online_steps"] == ONLINE and record["dip_window"] == 0.25 * ONLINE
@@ -238,6 +238,51 @@ def test_local_sweep_writes_results_report_and_plots(smoke_sweep):
         assert (out / name).stat().st_size > 0
 
 
+def hand_summary(cell_root: Path, warmup: int, window: float) -> dict:
+    """The results.csv numbers of one cell, recomputed from its evaluations.csv by hand."""
+    rows = read_rows(cell_root / "evaluations.csv")
+    steps = [int(float(r["env_step"])) - warmup for r in rows]
+    scores = [float(r["eval/normalized_score"]) for r in rows]
+    q_policy = [float(r["probe/q_policy"]) for r in rows]
+    assert steps[0] == 0
+    later = [step for step, score in zip(steps, scores, strict=True)
+             if step > 0 and score >= scores[0]]
+    area = sum((scores[i] + scores[i + 1]) / 2 * (steps[i + 1] - steps[i])
+               for i in range(len(steps) - 1))
+    return {"s0": scores[0], "final": scores[-1], "auc": area / (steps[-1] - steps[0]),
+            "dip": max(0.0, scores[0] - min(s for t, s in zip(steps, scores, strict=True)
+                                             if t <= window)),
+            "recovery_step": float(later[0]) if later else None,
+            "q_offline_drift": q_policy[-1] - q_policy[0]}
+
+
+def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
+    """results.csv from each cell's evaluations.csv (warmup 50, dip window 15); the report's
+    S0 and final columns from results.csv: mean ± t_{0.975,1}·s/√2 over the two seeds."""
+    sweep, result = smoke_sweep
+    assert result.returncode == 0
+    rows = read_rows(Path(sweep.out) / "results.csv")
+    for row in rows:
+        want = hand_summary(Path(row["cell"]), warmup=50, window=15)
+        for key in ("s0", "final", "auc", "dip", "q_offline_drift"):
+            assert float(row[key]) == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+        assert row["recovery_step"] == ("" if want["recovery_step"] is None
+                                        else str(want["recovery_step"]))
+    lines = (Path(sweep.out) / "report.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant | r | n | S0 |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    table = [line.split(" | ") for line in lines[start + 2:end]]  # the first table's rows
+    header = "variant | r | n | S0 | dip | recovery step | final".split(" | ")
+    assert [cells[:2] for cells in table] == [["| wsrl", "0"], ["| wsrl", "0.5"]]
+    for cells in table:
+        ratio = float(cells[1])
+        for column, key in (("S0", "s0"), ("final", "final")):
+            values = [float(r[key]) for r in rows if float(r["r"]) == ratio]
+            mean, half = np.mean(values), 12.706 * np.std(values, ddof=1) / math.sqrt(2)
+            shown = cells[header.index(column)]
+            assert shown == f"{mean:.3g} ± {half:.3g}", (column, shown)
+
+
 def test_every_cell_keeps_its_command_log_record_and_config(smoke_sweep):
     sweep, _ = smoke_sweep
     pretrain, finetune = plan(sweep)
@@ -281,19 +326,26 @@ def test_a_failed_cell_is_reported_and_the_sweep_exits_non_zero(tmp_path):
     assert read_rows(out / "results.csv") == [] and (out / "report.md").is_file()
 
 
-def test_ray_backend_runs_the_sweep_on_a_local_instance(tmp_path, hopper_dataset):
+def test_ray_backend_runs_the_sweep_on_a_local_instance(tmp_path, hopper_dataset, smoke_sweep):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         sweep = Sweep(PRETRAIN, FINETUNE, hopper_dataset, str(tmp_path), ratios=(0.0, 0.5),
-                      seeds=(0,))
+                      seeds=(0,), dip_window=15)
         result = run_sweep(sweep, RayRunner(), wandb_mode="disabled", log=lambda _: None)
         assert ray.is_initialized()  # the runner leaves a Ray it did not start running
     finally:
         ray.shutdown()
     assert result.ok, [f.error for f in result.failures]
     assert sorted(result.ran) == ["pretrain_seed0", "wsrl_r0.5_seed0", "wsrl_r0_seed0"]
-    assert len(read_rows(tmp_path / "results.csv")) == 2
+    ray_rows = read_rows(tmp_path / "results.csv")
+    assert len(ray_rows) == 2
+    # the same cells as the local sweep's seed 0: the same numbers, whichever backend ran them
+    local = {row["r"]: row for row in read_rows(Path(smoke_sweep[0].out) / "results.csv")
+             if row["seed"] == "0"}
+    for row in ray_rows:
+        for key in (*NUMBERS, "recovery_step", "forgot"):
+            assert row[key] == local[row["r"]][key], (row["r"], key)
     for name in ("report", "scores", "q_probe"):
         assert result.outputs[name].stat().st_size > 0
     assert all((cell.root / "done.json").is_file() for cell in sum(plan(sweep), []))
@@ -308,3 +360,31 @@ def test_single_seed_reports_say_they_are_single_observations(tmp_path):
     out.mkdir()
     outputs, _ = write_report(out, runs, dip_window=20, wandb_mode="disabled", config={})
     assert "one seed, so these are single observations" in outputs["report"].read_text()
+
+
+def test_model_curves_come_from_every_csv_log_against_online_steps(tmp_path):
+    cell = fake_cell(tmp_path / "cell", [50.0, 60.0])
+    logs = [("version_0", [(WARMUP, 0.5, ""), (WARMUP + 5, "", ""), (WARMUP + 10, 0.7, 2.0)]),
+            ("version_1", [(WARMUP + 10, 0.6, 1.5), (WARMUP + 20, 0.8, 3.0)])]  # resumed
+    for version, rows in logs:
+        (tmp_path / "cell/csv" / version).mkdir(parents=True, exist_ok=True)
+        with open(tmp_path / "cell/csv" / version / "metrics.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["env_step", "model/one_step_mse", "model/h_step_mse"])
+            writer.writerows(rows)
+    curves = describe(cell, None)["curves"]
+    assert curves["model_one_step"] == {"online_step": [0, 10, 20], "value": [0.5, 0.6, 0.8]}
+    assert curves["model_h_step"] == {"online_step": [10, 20], "value": [1.5, 3.0]}
+    assert "model_probe" not in curves
+
+
+def test_shared_pretraining_plans_one_checkpoint_for_every_seed(tmp_path):
+    sweep = Sweep(PRETRAIN, FINETUNE, "hopper-medium-v2", str(tmp_path), ratios=(0.0,),
+                  seeds=(3, 4), baselines=("no_warmup",), shared_pretraining=True)
+    pretrain, finetune = plan(sweep)
+    assert [cell.name for cell in pretrain] == ["pretrain_seed3"]
+    checkpoint = f"--model.pretrained {tmp_path}/pretrain/seed_3/checkpoints/last.ckpt"
+    for cell in finetune:
+        assert cell.pretrain == "pretrain_seed3" and checkpoint in " ".join(cell.args)
+        assert f"--seed_everything {cell.seed} --model.seed {cell.seed}" in " ".join(cell.args)
+    assert [cell.seed for cell in finetune] == [3, 4, 3, 4]

@@ -68,6 +68,22 @@ def test_target_is_min_over_random_subset(subset):
         assert counts[8] > 0  # ... but {8, 9} can be drawn
 
 
+@pytest.mark.parametrize("critics", [1, 2])
+def test_a_subset_holding_every_critic_is_all_of_them(critics):
+    """No draw then (inductor failed to compile a `randperm` slice that keeps every row):
+    the target is the min over every critic, and no random number is consumed."""
+    torch.manual_seed(0)
+    agent = SAC(OBS, ACT, SACConfig(num_critics=critics, target_subset=2, discount=1.0,
+                                    **SMALL))
+    constant_target_critics(agent)
+    assert agent.target_members(torch.device("cpu")) is None
+    state = torch.get_rng_state()
+    agent.actor.forward = lambda obs, deterministic=False: (torch.zeros(len(obs), ACT),
+                                                            torch.zeros(len(obs)))
+    assert agent.td_target(zero_reward_batch(3)).tolist() == [0.0] * 3  # member 0 holds 0
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_default_target_subset_law_is_two_of_ten():
     """With the default config (10 critics, subset 2) the law is (9 − k)/45 — not 1 or 3."""
     torch.manual_seed(1)
@@ -380,9 +396,11 @@ def logsumexp(values: list[float]) -> float:
 def hand_cql_gap(agent: CQL, batch: dict, random_actions: torch.Tensor, clamp: bool,
                  clamp_random: bool = False, importance: bool = True) -> list[float]:
     n, (batch_size, act_dim) = N_ACTIONS, batch["actions"].shape
-    obs_n = batch["observations"].repeat_interleave(n, 0)
-    cur_a, cur_lp = stub_policy(obs_n)
-    nxt_a, nxt_lp = stub_policy(batch["next_observations"].repeat_interleave(n, 0))
+    # π is sampled for s and s' in one pass (rows of s, then of s'), as the agent does; the
+    # stub's log-density depends on the row's position, so a second pass would differ.
+    states = torch.cat([batch["observations"], batch["next_observations"]])
+    both_a, both_lp = stub_policy(states.repeat_interleave(n, 0))
+    (cur_a, nxt_a), (cur_lp, nxt_lp) = both_a.chunk(2), both_lp.chunk(2)
     gaps = []
     for i in range(agent.critic.num_critics):
         total = 0.0
@@ -528,6 +546,58 @@ def test_cql_critic_loss_combines_td_and_gap():
     torch.testing.assert_close(info["cql_gap"], gap.mean().detach())
 
 
+def test_cql_term_trains_a_fresh_subset_of_critics():
+    """As the official code: the CQL term covers a random `target_subset` of the critics,
+    drawn after the target's; its gap is the all-critics gap restricted to them, and it sends
+    no gradient to the others."""
+    torch.manual_seed(32)
+    agent = CQL(OBS, ACT, CQLConfig(num_critics=5, target_subset=2, cql_n_actions=N_ACTIONS,
+                                    calql=True, **SMALL))
+    agent.actor.forward = stub_policy
+    batch = calql_batch_for(agent, make_batch(6, seed=33))
+    torch.manual_seed(34)
+    loss, info = agent.critic_loss(batch)
+    torch.manual_seed(34)
+    q_data = agent.critic(batch["observations"], batch["actions"])
+    td_loss, _ = agent.td_loss(q_data, batch)  # draws the target's subset
+    members = torch.randperm(5)[:2]
+    state = torch.get_rng_state()
+    gap = agent.cql_gap(batch, q_data[members], members)
+    torch.set_rng_state(state)  # the same uniform actions for the all-critics gap
+    every = agent.cql_gap(batch, q_data)
+    assert every.shape == (5,) and gap.shape == (2,)
+    torch.testing.assert_close(gap, every[members], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, td_loss + agent.config.cql_alpha * gap.mean())
+    torch.testing.assert_close(info["cql_gap"], gap.mean().detach())
+    gap.sum().backward()
+    gradient = agent.critic.mlp.net[0].weight.grad.abs().sum(dim=(1, 2))
+    others = [i for i in range(5) if i not in members.tolist()]
+    assert (gradient[members] > 0).all() and (gradient[others] == 0).all()
+
+
+def test_cql_term_on_every_critic_when_asked():
+    torch.manual_seed(35)
+    agent = CQL(OBS, ACT, CQLConfig(num_critics=5, target_subset=2, cql_n_actions=N_ACTIONS,
+                                    cql_critic_subset=False, **SMALL))
+    batch = make_batch(6, seed=36)
+    torch.manual_seed(37)
+    _, info = agent.critic_loss(batch)
+    torch.manual_seed(37)
+    q_data = agent.critic(batch["observations"], batch["actions"])
+    agent.td_loss(q_data, batch)
+    torch.testing.assert_close(info["cql_gap"], agent.cql_gap(batch, q_data).mean().detach())
+
+
+def calql_batch_for(agent: CQL, batch: dict) -> dict:
+    """`batch` with MC returns inside the policy actions' Q range, so the bound bites."""
+    with torch.no_grad():
+        obs_n = batch["observations"].repeat_interleave(N_ACTIONS, 0)
+        q = agent.critic(obs_n, stub_policy(obs_n)[0])
+    batch["mc_returns"] = q.view(agent.critic.num_critics, len(batch["rewards"]), -1).median(
+        dim=0).values.median(dim=-1).values
+    return batch
+
+
 # --------------------------------------------------------------------------- Lagrange α
 
 
@@ -548,6 +618,26 @@ def test_lagrange_alpha_moves_towards_target_gap(target_gap, direction):
     assert abs(math.log(after) - math.log(before)) == pytest.approx(agent.config.critic_lr,
                                                                     rel=1e-3)
     assert adam_steps(optimizers["cql_alpha"]) == {1}
+
+
+@pytest.mark.parametrize("target_gap", [-3.0, 4.0])
+def test_lagrange_alpha_loss_value_and_step_size(target_gap):
+    """The dual loss is −α·(gap − target) on the last critic step's gap, so its gradient on
+    log α is −α·(gap − target): Adam's first moment after one step holds (1 − β1) times that,
+    and its first step moves log α by exactly lr against the gradient's sign."""
+    torch.manual_seed(20)
+    agent = CQL(OBS, ACT, CQLConfig(num_critics=2, cql_n_actions=N_ACTIONS, cql_lagrange=True,
+                                    cql_target_action_gap=target_gap, **SMALL))
+    optimizers = agent.make_optimizers()
+    with torch.no_grad():
+        agent.cql_log_alpha.log_value.fill_(math.log(2.5))
+    info = agent.update(make_batch(8, seed=21), optimizers)
+    excess = info["cql_gap"].item() - target_gap
+    state = optimizers["cql_alpha"].state[agent.cql_log_alpha.log_value]
+    beta1 = optimizers["cql_alpha"].param_groups[0]["betas"][0]
+    assert state["exp_avg"].item() == pytest.approx((1 - beta1) * -2.5 * excess, rel=1e-5)
+    step = agent.cql_log_alpha.log_value.item() - math.log(2.5)  # float32 log α: abs 1e-7
+    assert step == pytest.approx(math.copysign(agent.config.critic_lr, excess), abs=1e-7)
 
 
 def test_lagrange_alpha_not_touched_by_critic_optimizer():

@@ -76,7 +76,7 @@ def test_dataset_of_another_env(capsys, hopper_dataset):
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--model.env", "Nope-v5", "unknown env or dataset name 'Nope-v5'"),
     ("--model.dataset", "pong-medium-v2", "unknown env or dataset name 'pong-medium-v2'"),
-    ("--model.dataset", "hopper-expert-v2", "not found at"),
+    ("--model.dataset", "hopper-expert-v2", "not found (tried "),
 ])
 def test_unknown_env_or_dataset(capsys, tmp_path, monkeypatch, option, value, message):
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))

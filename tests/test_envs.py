@@ -92,15 +92,22 @@ def test_unknown_names_raise(name):
         make_env(name)
 
 
-@pytest.mark.parametrize(
-    "name", ["antmaze-umaze-v2", "antmaze-large-diverse-v2", "kitchen-mixed-v0", "pen-human-v1"]
-)
-def test_d4rl_only_names_mention_d4rl(name):
-    with pytest.raises(WsrlError, match="d4rl") as info:
+@pytest.mark.parametrize(("name", "family"), [
+    ("antmaze-umaze-v2", "antmaze"), ("antmaze-large-diverse-v2", "antmaze"),
+    ("kitchen-mixed-v0", "kitchen"), ("pen-binary-v0", "adroit"),
+    ("maze2d-medium-v1", "pointmaze"),
+])
+def test_sparse_d4rl_names_resolve_to_gymnasium_robotics(name, family):
+    spec = resolve_env(name)
+    assert spec.family == family and spec.sparse and spec.minari_id.startswith("D4RL/")
+    with pytest.raises(WsrlError, match="success rate"):
+        normalized_score(name, 1.0)
+
+
+@pytest.mark.parametrize("name", ["pen-human-v1", "hammer-binary-v0", "antmaze-huge-v2"])
+def test_unsupported_sparse_names_raise(name):
+    with pytest.raises(WsrlError, match="unknown env or dataset name"):
         resolve_env(name)
-    assert "\n" not in str(info.value)
-    with pytest.raises(WsrlError, match="d4rl"):
-        env_dims(name)
 
 
 REFERENCE = {

@@ -2,6 +2,7 @@
 
 import copy
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from wsrl_wm.agents.compilation import compile_available
 from wsrl_wm.cli import main
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.lightning import FinetuneModule
+from wsrl_wm.lightning import FinetuneModule, PretrainModule
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP, ONLINE, UTD = 40, 6, 2
@@ -130,9 +131,13 @@ def test_bad_finetune_options_are_rejected(pretrained, kwargs, message):
 
 
 def run_cli(*args, cwd):
+    """`wsrl-wm ...` in a fresh interpreter importing this checkout (not an installed copy),
+    with the caller's thread limit (an unlimited torch on a busy machine runs 10× slower)."""
+    threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}
     return subprocess.run([sys.executable, "-m", "wsrl_wm.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600, env={"WANDB_MODE": "disabled",
-                                                               "PATH": "/usr/bin:/bin"})
+                          text=True, cwd=cwd, timeout=600, env={
+                              "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": str(ROOT), **threads})
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -173,6 +178,14 @@ def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopp
     assert [int(r["env_step"]) for r in rounds] == [50, 60, 70]  # every 10 online steps
     assert all(float(r["rollout/transitions"]) > 0 and float(r["model/one_step_mse"]) >= 0
                for r in rounds)
+    # ... and the no-retention Cal-QL baseline: the CQL term and Cal-QL bound kept online
+    calql = run_cli("fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
+                    "--model.online_cql_alpha", "1.0",
+                    "--trainer.default_root_dir", "runs/smoke/finetune_calql", cwd=tmp_path)
+    assert calql.returncode == 0, calql.stderr[-2000:]
+    rows = read_csv(tmp_path / "runs/smoke/finetune_calql/csv/version_0/metrics.csv")
+    gaps = [float(r["train/cql_gap"]) for r in rows if r.get("train/cql_gap")]
+    assert gaps and np.all(np.isfinite(gaps))
 
 
 @pytest.mark.parametrize("family", ["hopper", "halfcheetah", "walker2d", "antmaze", "kitchen",
@@ -186,6 +199,36 @@ def test_paper_configs_print_a_complete_config(capsys, family, phase):
     assert "class_path: wsrl_wm.lightning." in printed
     assert "max_epochs: 1" in printed
     assert ("cql_alpha" if phase == "pretrain" else "warmup_steps: 5000") in printed
+
+
+BUILDABLE = [f"{folder}/{phase}" for folder in ("smoke", "cpu", "demo", "hopper")
+             for phase in ("pretrain", "finetune")]
+
+
+@pytest.mark.parametrize("config", BUILDABLE)
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # as wsrl_wm.cli does
+def test_configs_build_their_modules(config, hopper_dataset, pretrained, tmp_path):
+    """Beyond parsing (`--print_config` never builds anything): each config's module and
+    trainer are constructed, on the test's Hopper dataset or pretrained checkpoint, with the
+    config's own values in place."""
+    import yaml
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    path = ROOT / f"configs/{config}.yaml"
+    init_args = yaml.safe_load(path.read_text())["model"]["init_args"]
+    source = ("--model.dataset", hopper_dataset) if "dataset" in init_args else (
+        "--model.pretrained", pretrained)
+    cli = LightningCLI(LightningModule, subclass_mode_model=True, run=False,
+                       args=["--config", str(path), *source, "--trainer.logger", "false",
+                             "--trainer.default_root_dir", str(tmp_path)],
+                       trainer_defaults={"max_epochs": 1}, save_config_callback=None)
+    module = cli.model
+    expected = FinetuneModule if "pretrained" in init_args else PretrainModule
+    assert type(module) is expected
+    for key, value in init_args.items():
+        if key not in ("dataset", "pretrained") and not isinstance(value, dict):
+            assert module.hparams[key] == value, key
 
 
 def test_cli_override_error_is_one_line(tmp_path, pretrained):
@@ -202,3 +245,23 @@ def test_missing_pretrained_checkpoint_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "pretrained checkpoint not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "env", "expected"), [
+    ("offline", "disabled", "offline"), ("disabled", "offline", "disabled"),
+    (None, "disabled", "disabled"), (None, None, "offline"), (None, "online", "online")])
+def test_wandb_mode_flag_wins_over_the_environment_as_in_the_ablation(tmp_path, monkeypatch,
+                                                                      flag, env, expected):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from wsrl_wm.ablation.sweep import resolve_wandb_mode
+    from wsrl_wm.lightning.trainer_setup import default_loggers
+
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    assert resolve_wandb_mode(flag) == expected
+    wandb = [lg for lg in default_loggers(tmp_path, flag, "p") if isinstance(lg, WandbLogger)]
+    mode = "disabled" if not wandb else "offline" if wandb[0]._offline else "online"
+    assert mode == expected

@@ -261,12 +261,28 @@ def test_d4rl_name_default_dir_is_home_dot_d4rl(tmp_path, monkeypatch):
     assert got["actions"].shape == (3, 6)
 
 
-def test_d4rl_name_missing_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "file_name"), [
+    ("hopper-medium-v2", "hopper_medium-v2.hdf5"),
+    ("hopper-medium-replay-v2", "hopper_medium_replay-v2.hdf5"),
+    ("hopper-medium-expert-v2", "hopper_medium_expert-v2.hdf5"),
+])
+def test_d4rl_name_finds_the_d4rl_packages_own_file_name(name, file_name, tmp_path,
+                                                          monkeypatch):
+    """The d4rl package saves a download under its URL's name, with underscores."""
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    raw = build_raw(MIXED_EPISODES)
+    write_d4rl_hdf5(tmp_path / file_name, raw)
+    assert_matches_reference(load_dataset(name, discount=0.9), reference(raw, 0.9))
+
+
+def test_d4rl_name_missing_file_lists_the_names_tried(tmp_path, monkeypatch):
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
     with pytest.raises(WsrlError, match="not found") as info:
-        load_dataset("hopper-medium-v2")
-    assert str(tmp_path / "hopper-medium-v2.hdf5") in str(info.value)
-    assert "D4RL_DATASET_DIR" in str(info.value)
+        load_dataset("hopper-medium-replay-v2")
+    message = str(info.value)
+    assert str(tmp_path / "hopper-medium-replay-v2.hdf5") in message
+    assert str(tmp_path / "hopper_medium_replay-v2.hdf5") in message
+    assert "D4RL_DATASET_DIR" in message and "\n" not in message
 
 
 def test_d4rl_name_checks_its_own_env(tmp_path, monkeypatch):
@@ -284,9 +300,10 @@ def test_unknown_dataset_name(name, tmp_path, monkeypatch):
         load_dataset(name)
 
 
-def test_d4rl_only_dataset_name_mentions_d4rl(tmp_path, monkeypatch):
+def test_sparse_d4rl_name_reads_minari_and_names_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
-    with pytest.raises(WsrlError, match="d4rl"):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    with pytest.raises(WsrlError, match="`minari download D4RL/antmaze/umaze-v1`"):
         load_dataset("antmaze-umaze-v2")
 
 

@@ -95,19 +95,37 @@ def test_missing_minari_package_says_how_to_install(monkeypatch):
         load_dataset("minari:any/dataset-v0")
 
 
-@pytest.mark.filterwarnings("ignore:env_spec is None:UserWarning")
-def test_dict_observations_are_refused(minari_root):
-    obs_space = gym.spaces.Dict({"x": gym.spaces.Box(-1.0, 1.0, (2,))})
-    act_space = gym.spaces.Box(-1.0, 1.0, (1,))
+def _dict_dataset(dataset_id: str, obs_space, observations) -> None:
     episode = EpisodeBuffer(
-        observations={"x": np.zeros((3, 2), dtype=np.float32)},
+        observations=observations,
         actions=np.zeros((2, 1), dtype=np.float32),
         rewards=[0.0, 0.0],
         terminations=[False, True],
         truncations=[False, False],
     )
     minari.create_dataset_from_buffers(
-        "wsrl-test/dict-v0", [episode], observation_space=obs_space, action_space=act_space
+        dataset_id, [episode], observation_space=obs_space,
+        action_space=gym.spaces.Box(-1.0, 1.0, (1,)),
     )
-    with pytest.raises(WsrlError, match="Dict is not supported"):
-        load_dataset("minari:wsrl-test/dict-v0")
+
+
+@pytest.mark.filterwarnings("ignore:env_spec is None:UserWarning")
+def test_dict_observations_are_flattened_in_gymnasiums_order(minari_root):
+    obs_space = gym.spaces.Dict({"z": gym.spaces.Box(-9.0, 9.0, (1,)),
+                                 "a": gym.spaces.Dict({"q": gym.spaces.Box(-9.0, 9.0, (2,))})})
+    steps = [{"z": np.float32([i]), "a": {"q": np.float32([10 * i, 10 * i + 1]) / 10}}
+             for i in range(3)]
+    _dict_dataset("wsrl-test/dict-v0", obs_space, {
+        "z": np.stack([s["z"] for s in steps]), "a": {"q": np.stack([s["a"]["q"] for s in steps])}})
+    data = load_dataset("minari:wsrl-test/dict-v0")
+    expected = np.stack([gym.spaces.flatten(obs_space, s) for s in steps])  # a.q first, then z
+    np.testing.assert_array_equal(data["observations"], expected[:2])
+    np.testing.assert_array_equal(data["next_observations"], expected[1:])
+
+
+@pytest.mark.filterwarnings("ignore:env_spec is None:UserWarning")
+def test_non_box_observations_are_refused(minari_root):
+    obs_space = gym.spaces.Dict({"x": gym.spaces.Discrete(3)})
+    _dict_dataset("wsrl-test/discrete-v0", obs_space, {"x": np.zeros(3, dtype=np.int64)})
+    with pytest.raises(WsrlError, match="only Box observations and Dicts of them"):
+        load_dataset("minari:wsrl-test/discrete-v0")

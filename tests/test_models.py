@@ -37,6 +37,19 @@ def member_layer_norm(layer: EnsembleLayerNorm, e: int) -> nn.LayerNorm:
     return norm
 
 
+def member_sequential(mlp: EnsembleMLP, e: int) -> nn.Sequential:
+    """Member e of an EnsembleMLP as plain torch layers (nn.Linear, nn.LayerNorm, nn.ReLU)."""
+    layers = []
+    for m in mlp.net:
+        if isinstance(m, EnsembleLinear):
+            layers.append(member_linear(m, e))
+        elif isinstance(m, EnsembleLayerNorm):
+            layers.append(member_layer_norm(m, e))
+        else:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
 # ---------------------------------------------------------------------------- EnsembleLinear
 
 
@@ -136,15 +149,7 @@ def test_ensemble_mlp_equals_per_member_sequential():
     out = mlp(x)
     assert out.shape == (E, B, 2)
     for e in range(E):
-        layers = []
-        for m in mlp.net:
-            if isinstance(m, EnsembleLinear):
-                layers.append(member_linear(m, e))
-            elif isinstance(m, EnsembleLayerNorm):
-                layers.append(member_layer_norm(m, e))
-            else:
-                layers.append(nn.ReLU())
-        torch.testing.assert_close(out[e], nn.Sequential(*layers)(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[e], member_sequential(mlp, e)(x), rtol=1e-5, atol=1e-5)
 
 
 def test_ensemble_mlp_members_are_independent_forward():
@@ -176,24 +181,44 @@ def test_ensemble_mlp_members_are_independent_backward():
 # -------------------------------------------------------------------------- CriticEnsemble
 
 
+def randomize_layer_norms(module: nn.Module) -> None:
+    """Non-trivial LayerNorm affine parameters (they start at 1 and 0)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, EnsembleLayerNorm):
+                m.weight.copy_(torch.rand_like(m.weight) + 0.5)
+                m.bias.copy_(torch.randn_like(m.bias) * 0.1)
+
+
 @pytest.mark.parametrize("num_critics", [1, 4])
 @pytest.mark.parametrize("layer_norm", [False, True])
-def test_critic_ensemble_output_shape(num_critics, layer_norm):
+def test_critic_ensemble_equals_per_member_sequential_on_obs_then_action(num_critics,
+                                                                         layer_norm):
     torch.manual_seed(9)
     critic = CriticEnsemble(5, 3, num_critics, (16, 16), layer_norm)
+    randomize_layer_norms(critic)
     obs, act = torch.randn(7, 5), torch.rand(7, 3) * 2 - 1
     q = critic(obs, act)
     assert q.shape == (num_critics, 7)
-    torch.testing.assert_close(q, critic.mlp(torch.cat([obs, act], -1))[..., 0])
+    for e in range(num_critics):
+        reference = member_sequential(critic.mlp, e)  # input [s, a]: obs first, then action
+        torch.testing.assert_close(q[e], reference(torch.cat([obs, act], -1))[:, 0],
+                                   rtol=1e-5, atol=1e-5)
 
 
-def test_critic_ensemble_members_differ_and_depend_on_action():
+def test_critic_ensemble_members_subset_equals_those_members_references():
+    """A REDQ target evaluates only its drawn members, repeats included, in the drawn order."""
     torch.manual_seed(10)
     critic = CriticEnsemble(5, 3, 4, (16, 16))
+    randomize_layer_norms(critic)
     obs, act = torch.randn(7, 5), torch.rand(7, 3) * 2 - 1
-    q = critic(obs, act)
-    assert not torch.allclose(q[0], q[1])
-    assert not torch.allclose(q, critic(obs, -act))
+    members = torch.tensor([2, 0, 2])
+    q = critic(obs, act, members)
+    assert q.shape == (3, 7)
+    for row, e in enumerate(members.tolist()):
+        reference = member_sequential(critic.mlp, e)
+        torch.testing.assert_close(q[row], reference(torch.cat([obs, act], -1))[:, 0],
+                                   rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------- TanhGaussianActor

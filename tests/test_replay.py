@@ -1,11 +1,12 @@
-"""ReplayBuffer: FIFO ring contents, sampling from stored rows only, seeding, checkpoints."""
+"""ReplayBuffer: FIFO ring contents, sampling from stored rows only, seeding, checkpoints, the
+newest rows across the wrap; EpisodeReplayBuffer: MC returns per finished episode (Cal-QL)."""
 
 import io
 
 import pytest
 import torch
 
-from wsrl_wm.data.replay import ReplayBuffer
+from wsrl_wm.data.replay import EpisodeReplayBuffer, ReplayBuffer
 from wsrl_wm.errors import WsrlError
 
 OBS, ACT = 3, 2
@@ -191,3 +192,87 @@ def test_empty_buffer_cannot_sample():
 def test_capacity_must_be_positive(capacity):
     with pytest.raises(WsrlError, match="capacity must be positive"):
         ReplayBuffer.for_transitions(capacity, OBS, ACT)
+
+
+@pytest.mark.parametrize(("inserted", "count"), [(3, 2), (3, 10), (13, 5), (13, 8), (21, 3)])
+def test_latest_returns_the_newest_rows_in_order_across_the_wrap(inserted, count):
+    buf = ReplayBuffer.for_transitions(8, OBS, ACT)
+    for start in range(0, inserted, 5):
+        buf.add(rows(start, min(5, inserted - start)))
+    got = buf.latest(count)
+    kept = min(count, inserted, 8)
+    want = rows(inserted - kept, kept)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
+def discounted(rewards: list[float], discount: float) -> list[float]:
+    """Reward-to-go written out: G_t = r_t + γ·r_{t+1} + γ²·r_{t+2} + ..."""
+    return [sum(r * discount**k for k, r in enumerate(rewards[t:])) for t in range(len(rewards))]
+
+
+def episode_rows(rewards: list[float]) -> dict[str, torch.Tensor]:
+    count = len(rewards)
+    return {"observations": torch.zeros(count, OBS), "actions": torch.zeros(count, ACT),
+            "rewards": torch.tensor(rewards), "next_observations": torch.zeros(count, OBS),
+            "terminals": torch.zeros(count)}
+
+
+def test_episode_buffer_writes_each_episodes_mc_return_at_its_end():
+    buf = EpisodeReplayBuffer(20, OBS, ACT, discount=0.9)
+    first, second = [1.0, 2.0, 3.0], [5.0, -1.0]
+    for reward in first:  # one row per env step, as fine-tuning inserts them
+        buf.add(episode_rows([reward]))
+    assert buf.finished == 0
+    buf.end_episode()
+    buf.add(episode_rows(second))
+    assert (buf.finished, buf.open) == (3, 2)
+    torch.testing.assert_close(buf.storage["mc_returns"][:3], torch.tensor(discounted(first, 0.9)))
+    buf.end_episode()
+    torch.testing.assert_close(buf.storage["mc_returns"][3:5],
+                               torch.tensor(discounted(second, 0.9)))
+    assert buf.finished == 5
+
+
+def test_episode_buffer_sparse_rule_and_wrap_around():
+    buf = EpisodeReplayBuffer(6, OBS, ACT, discount=0.99, sparse_negative_reward=-5.0)
+    buf.add(episode_rows([-5.0] * 4))  # never reached the goal: r/(1-γ) at every step
+    buf.end_episode()
+    buf.add(episode_rows([-5.0, -5.0, 5.0, -5.0]))  # wraps: rows 4, 5, 0, 1
+    buf.end_episode()
+    stored = buf.storage["mc_returns"]
+    torch.testing.assert_close(stored[2:4], torch.full((2,), -500.0))
+    torch.testing.assert_close(stored[[4, 5, 0, 1]],
+                               torch.tensor(discounted([-5.0, -5.0, 5.0, -5.0], 0.99)))
+
+
+def test_episode_buffer_serves_finished_episodes_only():
+    buf = EpisodeReplayBuffer(10, OBS, ACT, discount=0.9)
+    buf.add(episode_rows([1.0, 2.0]))
+    with pytest.raises(WsrlError, match="no finished episode"):
+        buf.sample(4)
+    buf.end_episode()
+    buf.add(episode_rows([7.0, 8.0, 9.0]))  # in progress: its return is not known yet
+    batch = buf.sample(300, generator=torch.Generator().manual_seed(0))
+    assert set(batch["rewards"].tolist()) == {1.0, 2.0}
+    torch.testing.assert_close(buf.latest(5)["rewards"], torch.tensor([1.0, 2.0]))
+    buf.add(episode_rows([10.0] * 7))  # wraps over the first episode's rows
+    buf.end_episode()
+    batch = buf.sample(300, generator=torch.Generator().manual_seed(0))
+    assert set(batch["rewards"].tolist()) == {7.0, 8.0, 9.0, 10.0}
+    torch.testing.assert_close(buf.latest(3)["mc_returns"],
+                               torch.tensor(discounted([10.0] * 7, 0.9)[-3:]))
+
+
+def test_episode_buffer_state_dict_keeps_the_open_episode():
+    buf = EpisodeReplayBuffer(8, OBS, ACT, discount=0.9)
+    buf.add(episode_rows([1.0, 2.0]))
+    buf.end_episode()
+    buf.add(episode_rows([3.0]))
+    restored = EpisodeReplayBuffer(8, OBS, ACT, discount=0.9)
+    restored.load_state_dict(round_trip(buf.state_dict()))
+    assert (restored.finished, restored.open) == (2, 1)
+    restored.add(episode_rows([4.0]))
+    restored.end_episode()
+    torch.testing.assert_close(restored.storage["mc_returns"][2:4],
+                               torch.tensor(discounted([3.0, 4.0], 0.9)))

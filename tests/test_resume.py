@@ -15,6 +15,10 @@ from conftest import fit_module
 from wsrl_wm.lightning import FinetuneModule
 from wsrl_wm.world_model import RolloutConfig
 
+# Five 500-step fits in subprocesses plus one in-process: the longest tests, so kept out of a
+# plain `pytest`; `make test` (CI) runs them in its second pass.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("--model.warmup_steps", "200", "--model.online_steps", "300", "--model.eval_interval",
        "100", "--model.checkpoint_interval", "25", "--model.rollout.ratio", "0.5")

@@ -15,7 +15,7 @@ from conftest import fit_module
 from wsrl_wm.cli import main
 from wsrl_wm.data import load_dataset
 from wsrl_wm.envs import task_functions
-from wsrl_wm.envs.task_functions import register_task_function, task_reward_fn
+from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
 from wsrl_wm.lightning import finetune as finetune_module
@@ -341,22 +341,10 @@ def test_h_step_error_compounds_by_hand():
 # ----------------------------------------------------------------------------- task functions
 
 
-def test_task_functions_registry_by_prefix(monkeypatch):
-    monkeypatch.setattr(task_functions, "TASK_FUNCTIONS", {})
+def test_task_functions_by_family():
     for env in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5", "hopper-medium-v2"):
-        assert task_reward_fn(env) is None
-
-    @register_task_function("Point")
-    def point(obs, action, next_obs):
-        return torch.zeros(len(obs)), torch.zeros(len(obs), dtype=torch.bool)
-
-    @register_task_function("PointMaze_Large")
-    def large(obs, action, next_obs):
-        return torch.ones(len(obs)), torch.zeros(len(obs), dtype=torch.bool)
-
-    assert task_reward_fn("pointmaze_umaze-v3") is point
-    assert task_reward_fn("PointMaze_Large-v3") is large  # the longest prefix wins
-    assert task_reward_fn("AntMaze_Large-v5") is None
+        assert task_reward_fn(env) is None  # the model learns locomotion rewards
+    assert task_reward_fn("PointMaze_UMaze-v3") is task_functions.maze_task
 
 
 def test_rollouts_take_reward_and_termination_from_the_task_function(pretrained, monkeypatch):
@@ -366,7 +354,7 @@ def test_rollouts_take_reward_and_termination_from_the_task_function(pretrained,
         calls.append((obs.shape, action.shape, next_obs.shape))
         return torch.full((len(obs),), 7.0), next_obs[:, 0] > 1.25  # raw reward 7
 
-    monkeypatch.setattr(task_functions, "TASK_FUNCTIONS", {"Hopper": fake})
+    monkeypatch.setattr(task_functions, "FAMILY_TASKS", {"hopper": fake})
     module = FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(**ROLLOUTS))
     module.reward_scale, module.reward_bias = 2.0, -1.0
     module.buffer.add(healthy_rows(40))

@@ -2,6 +2,7 @@
 
 import argparse
 import re
+import signal
 import sys
 import warnings
 from argparse import ArgumentError
@@ -12,22 +13,28 @@ from wsrl_wm.errors import WsrlError
 
 
 def collect_command(argv: list[str]) -> None:
-    from wsrl_wm.collect import QUALITIES, TrainingBudget, collect
+    from wsrl_wm.collect import QUALITIES, TrainingBudget, collect_dataset
+    from wsrl_wm.pointmaze_collect import MAZE_QUALITIES
 
     parser = argparse.ArgumentParser(
-        prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env.")
+        prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env, or "
+        "from PointMaze with the waypoint planner (qualities clean, noisy).")
     parser.add_argument("--env", required=True, help="gymnasium id or D4RL name, e.g. Hopper-v5")
-    parser.add_argument("--quality", required=True, choices=QUALITIES)
+    parser.add_argument("--quality", required=True, choices=(*QUALITIES, *MAZE_QUALITIES))
     parser.add_argument("--steps", type=int, required=True, help="transitions to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output .hdf5 path")
+    parser.add_argument("--save-policy", dest="save_policy_to", default=None,
+                        help="also save the trained behaviour policy here (.pt)")
+    parser.add_argument("--policy", default=None,
+                        help="roll out this saved behaviour policy instead of training one")
     defaults = TrainingBudget()
     for name, value in vars(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
                             help=f"behaviour-policy training (default {value})")
     args = vars(parser.parse_args(argv))
     budget = TrainingBudget(**{k: args.pop(k) for k in vars(defaults)})
-    metadata = collect(budget=budget, **args)
+    metadata = collect_dataset(budget=budget, **args)
     print(f"wrote {args['out']}: " + ", ".join(f"{k}={v}" for k, v in metadata.items()))
 
 
@@ -43,6 +50,37 @@ def demo_command(argv: list[str]) -> None:
     run_demo(Path(args.out), args.workers)
 
 
+def study_command(argv: list[str]) -> None:
+    from wsrl_wm import WANDB_MODES
+    from wsrl_wm.ablation import make_runner
+    from wsrl_wm.ablation.study import load_spec, run_study
+
+    parser = argparse.ArgumentParser(
+        prog="wsrl-wm study", description="Run (or resume) a study from its YAML spec.")
+    parser.add_argument("spec", help="study spec, e.g. configs/study/hopper.yaml")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="concurrent fits (default: one per CPU core)")
+    parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit each finished cell's record and the final report")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the cells finished so far")
+    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
+                        help="default: $WANDB_MODE, else offline")
+    args = parser.parse_args(argv)
+    spec = load_spec(args.spec)
+    result = run_study(spec, make_runner(args.backend, args.workers, args.ray_address),
+                       args.wandb_mode, args.commit, report_only=args.report_only)
+    print(f"\n{result.table}\n")
+    for name, path in result.outputs.items():
+        print(f"{name}: {path}")
+    if not result.ok:
+        for outcome in result.failures:
+            print(f"FAILED {outcome.cell.name}: {outcome.error}", file=sys.stderr)
+        sys.exit(1)
+
+
 def fit_command(argv: list[str]) -> None:
     """LightningCLI `fit`: the config picks PretrainModule or FinetuneModule (class_path)."""
     from lightning.pytorch import LightningModule
@@ -53,7 +91,8 @@ def fit_command(argv: list[str]) -> None:
 
     class WsrlCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument("--wandb_mode", default="offline", choices=WANDB_MODES)
+            # unset: $WANDB_MODE, else offline (default_loggers)
+            parser.add_argument("--wandb_mode", default=None, choices=WANDB_MODES)
             parser.add_argument("--wandb_project", default="wsrl-wm")
 
         def _parse_ckpt_path(self) -> None:
@@ -103,7 +142,8 @@ def config_error_line(message: str) -> str:
     return f"invalid {where}: {reasons[0] if reasons else lines[0]}"
 
 
-COMMANDS = {"collect": collect_command, "fit": fit_command, "demo": demo_command}
+COMMANDS = {"collect": collect_command, "fit": fit_command, "demo": demo_command,
+            "study": study_command}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: wsrl-wm {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
         sys.exit(2)
     keep_freed_memory()
+    # SIGTERM (kill, a scheduler's stop) unwinds like Ctrl-C, so temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         COMMANDS[argv[0]](argv[1:])
     except Exception as exc:

@@ -5,21 +5,33 @@ medium        a SAC policy trained until its evaluation reaches `target_score` (
               about a third of expert), then rolled out with its stochastic actions;
 medium-replay that policy's whole training buffer;
 expert        the same policy trained further, to `expert_score`, then rolled out.
+
+The target is judged on the policy that writes the data: its stochastic actions, evaluated every
+`eval_interval` steps. SAC's score can collapse between evaluations, so when the budget runs out
+before the target the best-evaluated policy writes the data, not the last one (with a warning).
 """
 
+import copy
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, SACConfig
+from wsrl_wm.atomic import atomic_path
 from wsrl_wm.data import ReplayBuffer, write_d4rl_file
-from wsrl_wm.envs import make_env, normalized_score
+from wsrl_wm.envs import env_dims, make_env, normalized_score, resolve_env
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
+from wsrl_wm.pointmaze_collect import collect_pointmaze
 
 QUALITIES = ("random", "medium", "medium-replay", "expert")
+HIDDEN = (256, 256)  # the behaviour policy's networks (SACConfig's default)
 
 
 @dataclass
@@ -78,17 +90,38 @@ class BehaviourTrainer:
         self.env_name, self.budget, self.seed = env_name, budget, seed
         env = make_env(env_name, seed)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        config = SACConfig(num_critics=2, layer_norm=False, backup_entropy=True)
+        config = SACConfig(num_critics=2, layer_norm=False, backup_entropy=True,
+                           actor_hidden=HIDDEN, critic_hidden=HIDDEN)
         self.agent = SAC(obs_dim, act_dim, config)
         self.optimizers = self.agent.make_optimizers()
         self.buffer = ReplayBuffer.for_transitions(budget.max_train_steps, obs_dim, act_dim)
         self.recorder = EpisodeRecorder(env, seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.score = -np.inf  # last evaluation; kept when a later call has no budget left
+        self.best_score, self.best_actor = -np.inf, None  # the best-evaluated policy so far
+
+    def evaluate(self) -> float:
+        """The stochastic policy's score: the actions that will write the dataset."""
+        self.score = evaluate(self.agent.actor, self.env_name, self.budget.eval_episodes,
+                              self.seed + 10**4, deterministic=False)["eval/normalized_score"]
+        if self.score > self.best_score:
+            self.best_score, self.best_actor = self.score, copy.deepcopy(self.agent.actor)
+        return self.score
+
+    def behaviour_policy(self, target: float) -> tuple[TanhGaussianActor, float]:
+        """The policy that writes the data and its score: the current one if it reached
+        `target`, else the best evaluated one (the last can have collapsed)."""
+        if self.score >= target or self.best_actor is None:
+            return self.agent.actor, self.score
+        print(f"warning: the behaviour policy never reached score {target:g} within "
+              f"max_train_steps={self.budget.max_train_steps}; writing the data with the "
+              f"best-evaluated policy (score {self.best_score:.1f}; the last scored "
+              f"{self.score:.1f})", file=sys.stderr)
+        return self.best_actor, self.best_score
 
     def train_until(self, target: float) -> float:
-        """Train until the evaluation score reaches `target` or the step budget (shared by all
-        calls) runs out; returns the last evaluation score."""
+        """Train until the stochastic policy's score reaches `target` or the step budget
+        (shared by all calls) runs out; returns the last evaluation score."""
         budget, buffer = self.budget, self.buffer
         progress = tqdm(total=budget.max_train_steps, initial=len(buffer),
                         desc=f"train SAC to score {target:g}", unit="step")
@@ -106,49 +139,82 @@ class BehaviourTrainer:
                 continue
             self.agent.update(buffer.sample(budget.batch_size, self.generator), self.optimizers)
             if (step + 1) % budget.eval_interval == 0:
-                self.score = evaluate(self.agent.actor, self.env_name, budget.eval_episodes,
-                                      self.seed + 10**4)["eval/normalized_score"]
-                progress.set_postfix(score=f"{self.score:.1f}")
+                progress.set_postfix(score=f"{self.evaluate():.1f}")
                 if self.score >= target:
                     break
         progress.close()
         return self.score
 
 
-def rollout(agent: SAC | None, env_name: str, steps: int, seed: int) -> EpisodeRecorder:
-    """`steps` transitions of the agent's stochastic policy (uniform actions if no agent)."""
+def rollout(actor: TanhGaussianActor | None, env_name: str, steps: int, seed: int
+            ) -> EpisodeRecorder:
+    """`steps` transitions of the actor's stochastic policy (uniform actions if no actor)."""
     env = make_env(env_name, seed)
     recorder = EpisodeRecorder(env, seed)
     for _ in tqdm(range(steps), desc="collect", unit="step"):
-        if agent is None:
+        if actor is None:
             action = env.action_space.sample()
         else:
-            action = agent.act(torch.as_tensor(recorder.obs, dtype=torch.float32)).numpy()
+            with torch.no_grad():
+                action = actor(torch.as_tensor(recorder.obs, dtype=torch.float32))[0].numpy()
         recorder.step(action)
     return recorder
 
 
+def save_policy(path: str, actor: TanhGaussianActor, env: str, score: float) -> None:
+    """The behaviour policy (a few hundred KB), so its data can be rolled out again without
+    training it: `collect(..., policy=path)`."""
+    with atomic_path(path) as tmp:
+        torch.save({"env": env, "score": score, "hidden": HIDDEN,
+                    "state_dict": actor.state_dict()}, tmp)
+
+
+def load_policy(path: str, env: str) -> tuple[TanhGaussianActor, float]:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise WsrlError(f"cannot load the behaviour policy {path}: {exc}") from None
+    if env_dims(saved["env"]) != env_dims(env):
+        raise WsrlError(f"{path} is a policy for {saved['env']!r}, not {env!r}")
+    actor = TanhGaussianActor(*env_dims(env), tuple(saved["hidden"]))
+    actor.load_state_dict(saved["state_dict"])
+    return actor, float(saved["score"])
+
+
 def collect(env: str, quality: str, steps: int, seed: int, out: str,
-            budget: TrainingBudget | None = None) -> dict:
-    """Write a D4RL-format dataset to `out` (atomically) and return its metadata."""
+            budget: TrainingBudget | None = None, save_policy_to: str | None = None,
+            policy: str | None = None) -> dict:
+    """Write a D4RL-format dataset to `out` (atomically) and return its metadata. The
+    behaviour policy of a trained quality is saved to `save_policy_to` if given; with `policy`
+    (a saved one) nothing is trained: that policy writes the data."""
     if quality not in QUALITIES:
         raise WsrlError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
     if steps <= 0:
         raise WsrlError(f"--steps must be positive, got {steps}")
+    if policy and quality not in ("medium", "expert"):
+        raise WsrlError(f"a saved --policy writes medium or expert data, not {quality}")
     budget = budget or TrainingBudget()
     torch.manual_seed(seed)
     make_env(env).close()  # fail on a bad env name before any work
     policy_score = None
     if quality == "random":
         recorder = rollout(None, env, steps, seed)
+    elif policy:
+        actor, policy_score = load_policy(policy, env)
+        target = policy_score
+        recorder = rollout(actor, env, steps, seed + 1)
     else:
         trainer = BehaviourTrainer(env, budget, seed)
-        policy_score = trainer.train_until(budget.target_score)
+        target = budget.expert_score if quality == "expert" else budget.target_score
+        trainer.train_until(budget.target_score)
         if quality == "expert":
-            policy_score = trainer.train_until(budget.expert_score)
+            trainer.train_until(budget.expert_score)
+        actor, policy_score = trainer.behaviour_policy(target)
+        if save_policy_to:
+            save_policy(save_policy_to, actor, env, policy_score)
         recorder = trainer.recorder
         if quality != "medium-replay":
-            recorder = rollout(trainer.agent, env, steps, seed + 1)
+            recorder = rollout(actor, env, steps, seed + 1)
     arrays = recorder.arrays()
     returns = recorder.returns or [recorder.episode_return]
     metadata = {
@@ -157,7 +223,31 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
         "behaviour_score": float(np.mean(normalized_score(env, returns))),
         "behaviour_return": float(np.mean(returns)),
     }
-    if policy_score is not None:
+    if policy_score is not None:  # the stochastic policy's score at its evaluation
         metadata["policy_eval_score"] = policy_score
+        metadata["target_reached"] = policy_score >= target
     write_d4rl_file(out, arrays, metadata)
     return metadata
+
+
+def collect_dataset(env: str, quality: str, steps: int, seed: int, out: str,
+                    budget: TrainingBudget | None = None, save_policy_to: str | None = None,
+                    policy: str | None = None) -> dict:
+    """Any dataset the project builds itself: PointMaze by its waypoint planner, locomotion
+    by SAC behaviour policies (`collect`); the other sparse families' data come from Minari."""
+    spec = resolve_env(env)
+    if spec.family == "pointmaze":
+        if save_policy_to or policy:
+            raise WsrlError("PointMaze data come from the waypoint planner: there is no "
+                            "behaviour policy to save or load")
+        return collect_pointmaze(env, quality, steps, seed, out)
+    if spec.sparse:
+        raise WsrlError(f"{env!r}: the collector builds locomotion and PointMaze data; "
+                        f"{spec.family} data come from Minari (docs/sparse_tasks.md)")
+    return collect(env, quality, steps, seed, out, budget, save_policy_to, policy)
+
+
+def cache_dir() -> Path:
+    """Datasets the project generates for its demo and studies are cached here
+    ($WSRL_WM_CACHE or ~/.cache/wsrl-wm)."""
+    return Path(os.environ.get("WSRL_WM_CACHE", Path.home() / ".cache" / "wsrl-wm"))

@@ -6,12 +6,11 @@ checkpoint — plain WSRL (r = 0), WSRL with imagined rollouts (r = 0.25), and W
 warmup (the broken baseline) — and report dip / recovery / final score side by side.
 """
 
-import os
 import time
 from pathlib import Path
 
 from wsrl_wm.ablation import Sweep, make_runner, run_sweep
-from wsrl_wm.collect import TrainingBudget, collect
+from wsrl_wm.collect import TrainingBudget, cache_dir, collect
 from wsrl_wm.errors import WsrlError
 
 DEMO_ENV = "Hopper-v5"
@@ -20,11 +19,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 DEMO_BUDGET = TrainingBudget(target_score=20.0, max_train_steps=20_000, random_steps=2_000,
                              eval_interval=2_500, eval_episodes=3)
 DEMO_DATASET_STEPS = 20_000
-
-
-def cache_dir() -> Path:
-    """Generated datasets are cached here ($WSRL_WM_CACHE or ~/.cache/wsrl-wm)."""
-    return Path(os.environ.get("WSRL_WM_CACHE", Path.home() / ".cache" / "wsrl-wm"))
 
 
 def demo_dataset() -> Path:

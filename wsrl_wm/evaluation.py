@@ -1,30 +1,43 @@
-"""Deterministic evaluation episodes, scored with D4RL's normalisation."""
+"""Evaluation episodes (deterministic unless asked), scored with D4RL's normalisation or, on
+the sparse-reward tasks, the paper's success rate (normalised score = 100 · success rate)."""
 
 import numpy as np
 import torch
 
 from models import TanhGaussianActor
-from wsrl_wm.envs import make_env, normalized_score
+from wsrl_wm.envs import make_env, normalized_score, resolve_env
+from wsrl_wm.envs.sparse import episode_success
 
 
 @torch.no_grad()
-def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int) -> dict:
-    """Mean return and normalised score of `episodes` deterministic episodes on a fresh env
-    (its own instance, so evaluation never disturbs the training env's episode)."""
+def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int,
+             deterministic: bool = True) -> dict:
+    """Mean raw return and normalised score of `episodes` episodes on a fresh env (its own
+    instance, so evaluation never disturbs the training env's episode); sparse-reward tasks add
+    eval/success_rate in [0, 1]. Fine-tuning scores the deterministic policy; the collector
+    scores the stochastic one, which writes its data."""
+    spec = resolve_env(env_name)
     env = make_env(env_name)
     device = next(actor.parameters()).device
-    returns = []
+    returns, successes = [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
+        done, rewards, infos = False, [], []
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            action = actor(obs_t, deterministic=True)[0].cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
+            action = actor(obs_t, deterministic=deterministic)[0].cpu().numpy()
+            obs, reward, terminated, truncated, info = env.step(action)
+            rewards.append(float(reward))
+            infos.append(info)
             done = terminated or truncated
-        returns.append(total)
+        returns.append(sum(rewards))
+        if spec.sparse:
+            successes.append(episode_success(spec.family, infos, rewards))
     env.close()
     mean_return = float(np.mean(returns))
-    return {"eval/return": mean_return,
-            "eval/normalized_score": float(normalized_score(env_name, mean_return))}
+    if not spec.sparse:
+        return {"eval/return": mean_return,
+                "eval/normalized_score": float(normalized_score(env_name, mean_return))}
+    rate = float(np.mean(successes))
+    return {"eval/return": mean_return, "eval/success_rate": rate,
+            "eval/normalized_score": 100.0 * rate}

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from wsrl_wm.ablation.plan import Cell
+from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.metrics import drift, summarize
+from wsrl_wm.run_info import read_run_info
 
 DONE = "done.json"
 DEFAULT_DIP_FRACTION = 0.25
@@ -27,6 +27,10 @@ DEFAULT_DIP_FRACTION = 0.25
 CURVE_COLUMNS = {"score": "eval/normalized_score", "q_policy": "probe/q_policy",
                  "q_data": "probe/q_data", "mc_return": "probe/mc_return",
                  "td_error": "probe/td_error"}
+# World-model curves of r > 0 runs, logged at every rollout round (in the csv logs, not in
+# evaluations.csv): one-step and H-step error on fresh online data, one-step on the probe.
+MODEL_COLUMNS = {"model_one_step": "model/one_step_mse", "model_h_step": "model/h_step_mse",
+                 "model_probe": "model/probe_mse"}
 
 
 @dataclass
@@ -64,7 +68,7 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     cell.root.mkdir(parents=True, exist_ok=True)
     command = fit_command(cell)
     settings = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
-    write_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
+    write_text_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
     log_path = cell.root / "run.log"
     with open(log_path, "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
@@ -76,7 +80,7 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     except WsrlError as exc:
         return CellOutcome(cell, False, time.monotonic() - start,
                            error=f"{exc}; end of {log_path}:\n{log_tail(log_path)}")
-    write_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
+    write_text_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
     return CellOutcome(cell, True, time.monotonic() - start, record)
 
 
@@ -89,6 +93,7 @@ def describe(cell: Cell, dip_window: float | None) -> dict:
             raise WsrlError(f"the fit wrote no checkpoint at {checkpoint}")
         return {"checkpoint": str(checkpoint)}
     curves, online_steps = read_curves(cell.root)
+    curves.update(read_model_curves(cell.root))
     window = dip_window_for(dip_window, online_steps)
     return {"online_steps": online_steps, "dip_window": window,
             "summary": summarize_curves(curves, window), "curves": curves}
@@ -108,26 +113,13 @@ def summarize_curves(curves: dict, dip_window: float) -> dict:
     return summary
 
 
-def latest_log_dir(root: Path) -> Path:
-    """The newest csv/version_N of a fit root (a re-run of a cell writes version_N+1)."""
-    versions = [p for p in (root / "csv").glob("version_*") if p.name[8:].isdigit()]
-    if not versions:
-        raise WsrlError(f"no csv/version_* log under {root}")
-    return max(versions, key=lambda p: int(p.name[8:]))
-
-
 def read_curves(root: Path) -> tuple[dict, int]:
-    """Curves against the online step (env_step − warmup_steps, from the saved config) and
+    """Curves against the online step (env_step − warmup_steps, from the run's run.json) and
     the run's online_steps. They come from `evaluations.csv`, the fit's whole evaluation
     history (rewritten from its checkpoint, so complete and without repeats after a resume),
     not from one csv/version_N log."""
-    log_dir = latest_log_dir(root)
-    try:
-        init_args = yaml.safe_load((log_dir / "config.yaml").read_text())["model"]["init_args"]
-        warmup, online_steps = int(init_args["warmup_steps"]), int(init_args["online_steps"])
-    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
-        raise WsrlError(f"cannot read warmup/online steps from {log_dir}/config.yaml: "
-                        f"{exc!r}") from None
+    info = read_run_info(root)
+    warmup, online_steps = int(info["warmup_steps"]), int(info["online_steps"])
     history = root / "evaluations.csv"
     if not history.is_file():
         raise WsrlError(f"the fit wrote no evaluation history at {history}")
@@ -145,6 +137,23 @@ def read_curves(root: Path) -> tuple[dict, int]:
     return curves, online_steps
 
 
+def read_model_curves(root: Path) -> dict:
+    """MODEL_COLUMNS against the online step from every csv/version_N/metrics.csv of the run
+    (a resumed run continues in a new version; a step logged twice keeps its last value)."""
+    warmup = int(read_run_info(root)["warmup_steps"])
+    points: dict[str, dict[int, float]] = {name: {} for name in MODEL_COLUMNS}
+    versions = sorted((root / "csv").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.removeprefix("version_")))
+    for path in versions:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                for name, column in MODEL_COLUMNS.items():
+                    if row.get(column) and row.get("env_step"):
+                        points[name][int(float(row["env_step"])) - warmup] = float(row[column])
+    return {name: {"online_step": sorted(values), "value": [values[s] for s in sorted(values)]}
+            for name, values in points.items() if values}
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     """The last lines of a log; progress bars redraw with carriage returns, so those split
     lines too."""
@@ -154,9 +163,3 @@ def log_tail(path: Path, lines: int = 20) -> str:
     kept = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
     return "\n".join(kept[-lines:])
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

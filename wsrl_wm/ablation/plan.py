@@ -7,6 +7,7 @@ directory (a Ray worker's included) and its command identifies it when a sweep r
 import functools
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def baseline_args(name: str, dataset: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named fine-tuning setting beside the ratio grid: "KEY=VALUE" fit overrides for the
+    fine-tuning (like --set; "{dataset}" in a value stands for the sweep's dataset), run at
+    model-rollout ratio `ratio`."""
+
+    name: str
+    ratio: float = 0.0
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Sweep:
     """The ablation grid: ratios × seeds (+ optional baselines at r = 0), one pretraining per
     seed. `overrides` are "KEY=VALUE" fit overrides (see `route_overrides`); `dip_window` is in
@@ -44,11 +56,14 @@ class Sweep:
     baselines: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     dip_window: float | None = None
+    variants: tuple[Variant, ...] = ()
+    shared_pretraining: bool = False  # one pretraining (the first seed's) for every seed
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One fit run: `args` follow `wsrl-wm fit`; its files live in `root`."""
+    """One fit run: `args` follow `wsrl-wm fit`; its files live in `root`. A fine-tuning
+    names the pretraining cell whose checkpoint it starts from."""
 
     name: str
     phase: str
@@ -57,6 +72,7 @@ class Cell:
     seed: int
     root: Path
     args: tuple[str, ...]
+    pretrain: str = ""
 
 
 def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
@@ -69,23 +85,28 @@ def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
     dataset = str(Path(sweep.dataset).resolve()) if Path(sweep.dataset).exists() else sweep.dataset
     routed = route_overrides(sweep.overrides, configs)
     pretrain: dict[int, Cell] = {}
-    for seed in sweep.seeds:
+    for seed in sweep.seeds[:1] if sweep.shared_pretraining else sweep.seeds:
         root = out / "pretrain" / f"seed_{seed}"
         pretrain[seed] = Cell(f"pretrain_seed{seed}", "pretrain", "pretrain", None, seed, root, (
             "--config", configs["pretrain"], *routed["pretrain"], "--model.dataset", dataset,
             *_seed_and_root(seed, root)))
     variants = [(MAIN_VARIANT, float(r), ()) for r in sweep.ratios]
     variants += [(name, 0.0, baseline_args(name, dataset)) for name in sweep.baselines]
+    for variant in sweep.variants:
+        overrides = tuple(item.replace("{dataset}", dataset) for item in variant.overrides)
+        own = route_overrides(tuple(f"finetune.{item}" for item in overrides), configs)
+        variants.append((variant.name, float(variant.ratio), tuple(own["finetune"])))
     finetune = []
     for variant, ratio, extra in variants:
         for seed in sweep.seeds:
             name = f"{variant}_r{ratio:g}_seed{seed}"
             root = out / "cells" / name
-            checkpoint = pretrain[seed].root / "checkpoints" / "last.ckpt"
+            source = pretrain[sweep.seeds[0] if sweep.shared_pretraining else seed]
+            checkpoint = source.root / "checkpoints" / "last.ckpt"
             finetune.append(Cell(name, "finetune", variant, ratio, seed, root, (
                 "--config", configs["finetune"], *routed["finetune"],
                 "--model.pretrained", str(checkpoint), "--model.rollout.ratio", f"{ratio:g}",
-                *extra, *_seed_and_root(seed, root))))
+                *extra, *_seed_and_root(seed, root)), pretrain=source.name))
     return list(pretrain.values()), finetune
 
 
@@ -101,8 +122,8 @@ def check(sweep: Sweep) -> None:
         model_class(path, label)
     if Path(sweep.dataset).suffix in (".hdf5", ".h5") and not Path(sweep.dataset).is_file():
         raise WsrlError(f"dataset file not found: {sweep.dataset}")
-    if not sweep.ratios or not sweep.seeds:
-        raise WsrlError("the sweep needs at least one ratio and one seed")
+    if not (sweep.ratios or sweep.variants) or not sweep.seeds:
+        raise WsrlError("the sweep needs at least one ratio or variant, and one seed")
     if any(not 0.0 <= r <= 1.0 for r in sweep.ratios):
         raise WsrlError(f"ratios must be in [0, 1], got {list(sweep.ratios)}")
     if any(int(s) != s or s < 0 for s in sweep.seeds):
@@ -114,6 +135,16 @@ def check(sweep: Sweep) -> None:
                           ("baselines", sweep.baselines)):
         if len(set(values)) != len(values):
             raise WsrlError(f"{label} repeat a value: {list(values)}")
+    names = [MAIN_VARIANT, *sweep.baselines, *(v.name for v in sweep.variants)]
+    if len(set(names)) != len(names):
+        raise WsrlError(f"variant names must be unique (and not {MAIN_VARIANT!r}, the ratio "
+                        f"grid's), got {names}")
+    for variant in sweep.variants:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", variant.name):
+            raise WsrlError(f"variant name {variant.name!r} must be letters, digits, _ . -")
+        if not 0.0 <= variant.ratio <= 1.0:
+            raise WsrlError(f"variant {variant.name}: ratio must be in [0, 1], got "
+                            f"{variant.ratio}")
     if sweep.dip_window is not None and sweep.dip_window <= 0:
         raise WsrlError(f"dip window must be > 0 online steps, got {sweep.dip_window}")
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from wsrl_wm.ablation.cell import dip_window_for, summarize_curves, write_atomic
+from wsrl_wm.ablation.cell import dip_window_for, summarize_curves
+from wsrl_wm.ablation.paired import RESAMPLES, paired_reading, paired_table, regime
 from wsrl_wm.ablation.plan import MAIN_VARIANT, Cell
+from wsrl_wm.atomic import write_text_atomic
 
 RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "recovery_step", "forgot", "final", "auc",
                   "q_offline_drift", "cell")
@@ -197,18 +199,26 @@ def _within(windows: list[float]) -> str:
     return f"the first {', '.join(f'{w:g}' for w in sorted(set(windows)))} online steps"
 
 
-def render_report(groups: list[Group], windows: list[float], images: list[Path]) -> str:
-    return "\n\n".join([
-        "# Rollout-ratio ablation",
+def render_report(groups: list[Group], windows: list[float], images: list[Path],
+                  title: str = "Rollout-ratio ablation", dataset_score: float | None = None
+                  ) -> str:
+    paired = paired_table(groups)
+    return "\n\n".join(part for part in [
+        f"# {title}",
         "Mean ± 95 % CI over seeds (Student t). S0: normalised score at the switch; dip: S0 − "
         f"lowest score within {_within(windows)}; recovery step: first online step "
         "with score ≥ S0, over the runs that recovered; forgot: never recovered; final: last "
         "evaluation; AUC: time-averaged score; Q drift: change of mean Q(s, π(s)) on the offline "
         "probe from the switch to the end.",
         markdown_table(groups),
-        "## Reading\n\n" + interpret(groups, windows),
+        paired and ("## Paired difference to WSRL (r = 0)\n\nPer seed, variant − WSRL on the "
+                    "same pretrained checkpoint; mean [95 % percentile-bootstrap CI over "
+                    f"seeds, {RESAMPLES} resamples].\n\n{paired}"),
+        "## Reading\n\n" + " ".join(filter(None, [regime(groups, dataset_score),
+                                                  interpret(groups, windows),
+                                                  paired_reading(groups)])),
         *(f"![{path.stem}]({path.name})" for path in images),
-    ]) + "\n"
+    ] if part) + "\n"
 
 
 def results_csv(rows: list[dict]) -> str:
@@ -222,9 +232,10 @@ def results_csv(rows: list[dict]) -> str:
 
 def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path,
                 window: float | None, reference: tuple[str, str] | None = None) -> bool:
-    """Curve `key` against the online step: thin lines per seed, the mean per (variant, r)
-    thick; the dip window shaded; the mean of the `reference` (curve key, label) dashed, e.g.
-    the probe's MC return. False when no run logged `key`."""
+    """Curve `key` against the online step: the mean per (variant, r) with its 95 % t-interval
+    over seeds as a band (thin lines per seed); the dip window shaded; the mean of the
+    `reference` (curve key, label) dashed, e.g. the probe's MC return. False when no run
+    logged `key`."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
 
     series: dict[str, list[dict]] = {}
@@ -239,8 +250,13 @@ def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path
         for curve in curves:
             ax.plot(curve["online_step"], curve["value"], color=f"C{i}", lw=0.7, alpha=0.35)
         grid = np.unique(np.concatenate([curve["online_step"] for curve in curves]))
-        mean = np.mean([np.interp(grid, c["online_step"], c["value"]) for c in curves], axis=0)
+        values = np.array([np.interp(grid, c["online_step"], c["value"]) for c in curves])
+        mean = values.mean(axis=0)
         ax.plot(grid, mean, color=f"C{i}", lw=2, label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            half = (t_quantile(len(curves) - 1) * values.std(axis=0, ddof=1)
+                    / math.sqrt(len(curves)))
+            ax.fill_between(grid, mean - half, mean + half, color=f"C{i}", alpha=0.15, lw=0)
     if reference:
         ref_key, ref_label = reference
         values = [v for _, record in runs for v in record["curves"].get(ref_key, {}).get(
@@ -273,23 +289,31 @@ def log_to_wandb(out: Path, rows: list[dict], images: list[Path], mode: str,
 
 
 def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | None,
-                 wandb_mode: str, config: dict) -> tuple[dict[str, Path], str]:
-    """Write every output into `out`; returns their paths and the markdown table."""
+                 wandb_mode: str, config: dict, title: str = "Rollout-ratio ablation",
+                 dataset_score: float | None = None) -> tuple[dict[str, Path], str]:
+    """Write every output into `out`; returns their paths and the markdown table.
+    `dataset_score` (the data's average normalised episode score) adds the regime."""
     rows = result_rows(runs, dip_window)
     groups = group_rows(rows)
     windows = [dip_window_for(dip_window, record["online_steps"]) for _, record in runs]
     outputs = {"results": out / "results.csv", "report": out / "report.md"}
-    write_atomic(outputs["results"], results_csv(rows))
+    write_text_atomic(outputs["results"], results_csv(rows))
     window = max(windows, default=None)
     plots = {"scores": ("score", "normalised score", None),
              "q_probe": ("q_policy", "Q(s, π(s)) on the offline probe",
-                         ("mc_return", "MC return on the probe (mean)"))}
+                         ("mc_return", "MC return on the probe (mean)")),
+             "td_probe": ("td_error", "TD error on the offline probe", None),
+             "model_error": ("model_one_step", "world model one-step MSE on fresh online data",
+                             None),
+             "model_h_step": ("model_h_step", "world model H-step MSE along online trajectories",
+                              None)}
     for name, (key, ylabel, reference) in plots.items():
         path = out / f"{name}.png"
         if plot_curves(runs, key, ylabel, path, window, reference):
             outputs[name] = path
     images = [path for name, path in outputs.items() if name in plots]
-    write_atomic(outputs["report"], render_report(groups, windows, images))
+    write_text_atomic(outputs["report"], render_report(groups, windows, images, title,
+                                                       dataset_score))
     if wandb_mode != "disabled" and rows:
         log_to_wandb(out, rows, images, wandb_mode, config)
     return outputs, markdown_table(groups)

@@ -39,22 +39,31 @@ def resolve_wandb_mode(mode: str | None) -> str:
 
 
 def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None = None,
-              log: Callable[[str], None] = print) -> SweepResult:
-    """Plan, run what is not done yet, and report. Cells' fits log to wandb in the same mode."""
+              log: Callable[[str], None] = print, report_to: Path | None = None,
+              on_done: Callable[[CellOutcome], None] | None = None,
+              report_title: str = "Rollout-ratio ablation",
+              dataset_score: float | None = None, run: bool = True) -> SweepResult:
+    """Plan, run what is not done yet, and report (into `report_to`, default the sweep's out).
+    Cells' fits log to wandb in the same mode; `on_done` sees every cell that succeeded. A
+    seed's pretraining runs only while one of its fine-tunings is still to do. With `run`
+    False nothing runs: the report covers the cells finished so far."""
     pretrain, finetune = plan(sweep)
     mode = resolve_wandb_mode(wandb_mode)
     runner = runner or LocalRunner()
     records = {cell.name: load_done(cell) for cell in pretrain + finetune}  # before any run
+    needed = {cell.pretrain for cell in finetune if records[cell.name] is None}
+    pretrain = [cell for cell in pretrain if cell.name in needed or records[cell.name]]
     result = SweepResult(Path(sweep.out).resolve(), {}, "",
-                         skipped=[name for name, record in records.items() if record])
+                         skipped=[cell.name for cell in pretrain + finetune
+                                  if records[cell.name]])
     with runner:
-        for phase, cells in (("pretrain", pretrain), ("fine-tune", finetune)):
-            failed_seeds = {o.cell.seed for o in result.failures if o.cell.phase == "pretrain"}
+        for phase, cells in (("pretrain", pretrain), ("fine-tune", finetune)) if run else ():
+            failed = {o.cell.name for o in result.failures if o.cell.phase == "pretrain"}
             waiting = [cell for cell in cells if records[cell.name] is None]
-            todo = [cell for cell in waiting if cell.seed not in failed_seeds]
-            result.failures += [CellOutcome(cell, False, error=f"not run: pretrain_seed"
-                                            f"{cell.seed} failed")
-                                for cell in waiting if cell.seed in failed_seeds]
+            todo = [cell for cell in waiting if cell.pretrain not in failed]
+            result.failures += [CellOutcome(cell, False, error=f"not run: {cell.pretrain} "
+                                            "failed")
+                                for cell in waiting if cell.pretrain in failed]
             blocked = len(waiting) - len(todo)
             log(f"{phase}: {len(todo)} cell(s) to run, {len(cells) - len(waiting)} already done"
                 + (f", {blocked} blocked by a failed pretraining" if blocked else ""))
@@ -65,10 +74,13 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
                     f"{outcome.cell.name} ({outcome.seconds:.0f} s)")
                 if outcome.ok:
                     records[outcome.cell.name] = outcome.record
+                    if on_done is not None:
+                        on_done(outcome)
                 else:
                     result.failures.append(outcome)
     runs = [(cell, records[cell.name]) for cell in finetune if records[cell.name]]
-    result.out.mkdir(parents=True, exist_ok=True)
-    result.outputs, result.table = write_report(result.out, runs, sweep.dip_window, mode,
-                                                config=asdict(sweep))
+    report_to = Path(report_to or result.out)
+    report_to.mkdir(parents=True, exist_ok=True)
+    result.outputs, result.table = write_report(report_to, runs, sweep.dip_window, mode,
+                                                asdict(sweep), report_title, dataset_score)
     return result

@@ -5,19 +5,23 @@ element-wise work (LayerNorm, ReLU, the Bellman error, the tanh-Gaussian log-den
 kernels around the matmuls. It costs a one-off ~95 s on a 2-core CPU with a cold inductor cache
 and pays from ~2 500 updates on (docs/performance.md), so "auto" compiles only runs of at least
 `AUTO_MIN_UPDATES` updates, and only where inductor has a backend: a C++ compiler on CPU,
-Triton on CUDA.
+Triton on CUDA. Should compiling still fail (a torch bug at some shape), the run goes on eager
+after one warning line (`compile_or_fall_back`).
 """
 
 import functools
 import importlib.util
 import shutil
+from collections.abc import Callable
 
 import torch
+from torch._dynamo.exc import TorchDynamoException
 
 from wsrl_wm.errors import WsrlError
 
 COMPILE_MODES = ("auto", "on", "off")
 AUTO_MIN_UPDATES = 10_000
+BACKEND = "inductor"  # what torch.compile lowers to (tests swap in a failing one)
 
 
 @functools.cache
@@ -47,3 +51,29 @@ def wants_compile(mode: str, updates: int) -> bool:
     if mode == "auto":
         return updates >= AUTO_MIN_UPDATES and compile_available()
     return mode == "on"
+
+
+def compile_or_fall_back(fn: Callable, on_failure: Callable[[Exception], None],
+                         **options) -> Callable:
+    """`fn` compiled; if dynamo or its backend fails on a call, `on_failure(error)` is told
+    (the agent then drops compilation) and that call runs `fn` eagerly. Safe only for a `fn`
+    that changes nothing before its graph runs: a pure loss, or one whole graph
+    (`fullgraph=True`), where a compile failure comes before any of it has run."""
+    compiled = torch.compile(fn, backend=BACKEND, **options)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except TorchDynamoException as error:
+            on_failure(error)
+            return fn(*args, **kwargs)
+    return run
+
+
+def failure_line(error: Exception) -> str:
+    """The warning for a failed compile: one line, naming the error and the way out."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if not line.startswith("backend=")), "")
+    return (f"torch.compile failed ({type(error).__name__}: {reason[:160]}); this run goes on "
+            "eager (set compile: off to skip the attempt)")

@@ -28,6 +28,7 @@ class CQLConfig(SACConfig):
     cql_lagrange: bool = False  # auto-tune α so the CQL gap matches cql_target_action_gap
     cql_target_action_gap: float = 0.8
     calql: bool = False  # clamp policy-action Q-values to max(Q, MC return)
+    cql_critic_subset: bool = True  # CQL term on a random `target_subset` of critics (official)
 
 
 class CQL(SAC):
@@ -59,7 +60,8 @@ class CQL(SAC):
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         q_data = self.critic(batch["observations"], batch["actions"])
         td_loss, info = self.td_loss(q_data, batch)
-        gap = self.cql_gap(batch, q_data)  # [num_critics]
+        members = self.cql_members(q_data.device)
+        gap = self.cql_gap(batch, q_data if members is None else q_data[members], members)
         if self.cql_log_alpha is None:
             cql_loss = self.config.cql_alpha * gap.mean()
         else:
@@ -69,30 +71,46 @@ class CQL(SAC):
         info.update(cql_gap=gap.detach().mean(), cql_loss=cql_loss.detach())
         return td_loss + cql_loss, info
 
-    def cql_gap(self, batch: Batch, q_data: torch.Tensor) -> torch.Tensor:
-        """Per critic: mean over the batch of logsumexp_a Q(s, a) − Q(s, a_data)."""
+    def cql_members(self, device: torch.device) -> torch.Tensor | None:
+        """The critics the CQL term trains this step: a fresh random `target_subset` of them
+        (the official code's `critic_subsample_size` subsets both the target and the CQL
+        term: wsrl/agents/cql.py, `_get_cql_q_diff`; 2 of 10 with `--use_redq`), or all
+        (None) without `cql_critic_subset`."""
+        return self.target_members(device) if self.config.cql_critic_subset else None
+
+    def cql_gap(self, batch: Batch, q_data: torch.Tensor,
+                members: torch.Tensor | None = None) -> torch.Tensor:
+        """Per critic of `members` (all by default; `q_data` is theirs, [K, B]): the mean
+        over the batch of logsumexp_a Q(s, a) − Q(s, a_data).
+
+        Each state's 3n candidate actions (n uniform, n from π at s, n from π at s') are laid
+        out as [B, 3n], so the critics see them in one pass and the logsumexp, the
+        importance weights and Cal-QL's bound are element-wise over one [K, B, 3n] tensor.
+        The policy samples for s and s' come from one actor pass, without gradients: the
+        actor has its own loss."""
         c, obs = self.config, batch["observations"]
-        n, batch_size, act_dim = c.cql_n_actions, obs.shape[0], batch["actions"].shape[-1]
-        obs_n = repeat_rows(obs, n)
+        n, (batch_size, act_dim) = c.cql_n_actions, batch["actions"].shape
+        random_action = torch.rand(batch_size, n, act_dim, device=obs.device) * 2.0 - 1.0
         with torch.no_grad():
-            current_action, current_log_prob = self.actor(obs_n)
-            next_action, next_log_prob = self.actor(repeat_rows(batch["next_observations"], n))
-        random_action = torch.rand_like(current_action) * 2.0 - 1.0
-        q = self.critic(torch.cat([obs_n] * 3), torch.cat([random_action, current_action,
-                                                           next_action]))
-        q_random, q_current, q_next = (part.view(-1, batch_size, n) for part in q.chunk(3, dim=1))
-        if c.calql:
-            bound = batch["mc_returns"].view(1, batch_size, 1)
-            q_current, q_next = torch.maximum(q_current, bound), torch.maximum(q_next, bound)
+            states = repeat_rows(torch.cat([obs, batch["next_observations"]]), n)
+            policy_action, policy_log_prob = self.actor(states)  # [2·B·n]: s rows, then s'
+        policy_action = policy_action.view(2, batch_size, n, act_dim).transpose(0, 1)
+        actions = torch.cat([random_action, policy_action.reshape(batch_size, 2 * n, act_dim)],
+                            dim=1)
+        q = self.critic(repeat_rows(obs, 3 * n), actions.view(-1, act_dim), members)
+        q = q.view(-1, batch_size, 3 * n)
+        if c.calql:  # the policy actions' Q is at least the data's MC return; random ones free
+            bound = batch["mc_returns"].view(batch_size, 1).expand(batch_size, 2 * n)
+            q = torch.maximum(q, torch.cat([torch.full_like(bound[:, :n], -math.inf), bound],
+                                           dim=1))
         if c.cql_importance_sample:
-            uniform_log_density = act_dim * math.log(0.5)
-            candidates = [q_random - uniform_log_density,
-                          q_next - next_log_prob.view(1, batch_size, n),
-                          q_current - current_log_prob.view(1, batch_size, n)]
+            uniform = torch.full_like(q[0, :, :n], act_dim * math.log(0.5))
+            policy = policy_log_prob.view(2, batch_size, n).transpose(0, 1)
+            q = q - torch.cat([uniform, policy.reshape(batch_size, 2 * n)], dim=1)
         else:
-            candidates = [q_random, q_data.unsqueeze(-1), q_next, q_current]
-        ood = torch.logsumexp(torch.cat(candidates, -1) / c.cql_temperature, -1)
-        return (ood * c.cql_temperature - q_data).mean(dim=1)
+            q = torch.cat([q, q_data.unsqueeze(-1)], dim=-1)
+        ood = torch.logsumexp(q / c.cql_temperature, -1) * c.cql_temperature
+        return (ood - q_data).mean(dim=1)
 
     def update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
         info = super().update_steps(batch, optimizers)

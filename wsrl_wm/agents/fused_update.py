@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from wsrl_wm.agents.batches import split_batch
+from wsrl_wm.agents.compilation import compile_or_fall_back
 
 GROUPS = ("critic", "actor", "temperature")  # the optimisers this update writes out
 
@@ -27,7 +28,9 @@ class FusedUpdate:
         self.params = {group: list(module.parameters())
                        for group, module in self.losses.named_children()}
         self.targets = list(agent.target_critic.parameters())
-        self.compiled = torch.compile(self.update)
+        # One graph (`fullgraph`): a compile failure then comes before any step has run, so
+        # the agent can fall back to eager for this very update (`compile_or_fall_back`).
+        self.compiled = compile_or_fall_back(self.update, agent.stop_compiling, fullgraph=True)
 
     def supports(self, optimizers: dict[str, torch.optim.Optimizer]) -> bool:
         """Whether the critic, actor and temperature optimisers are each the plain Adam over

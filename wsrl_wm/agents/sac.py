@@ -20,7 +20,7 @@ from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
 from wsrl_wm.agents.batches import Batch, split_batch
-from wsrl_wm.agents.compilation import wants_compile
+from wsrl_wm.agents.compilation import compile_or_fall_back, failure_line, wants_compile
 from wsrl_wm.agents.fused_update import FusedUpdate
 from wsrl_wm.errors import DivergenceError, WsrlError
 
@@ -97,8 +97,16 @@ class SAC(nn.Module):
     def compile_now(self) -> None:
         """Compile unconditionally (`compile_losses` decides whether; a copy always does)."""
         self.fused_update = FusedUpdate(self)
-        self.critic_loss = torch.compile(self.critic_loss)
-        self.actor_loss = torch.compile(self.actor_loss)
+        self.critic_loss = compile_or_fall_back(self.critic_loss, self.stop_compiling)
+        self.actor_loss = compile_or_fall_back(self.actor_loss, self.stop_compiling)
+
+    def stop_compiling(self, error: Exception) -> None:
+        """A compile failed: warn once, and run eager from now on (the failed call reruns
+        eagerly; nothing of it had run)."""
+        warnings.warn(failure_line(error), RuntimeWarning, stacklevel=3)
+        self.fused_update = None
+        for name in ("critic_loss", "actor_loss"):
+            self.__dict__.pop(name, None)
 
     def __deepcopy__(self, memo: dict) -> "SAC":
         """A copy of a compiled agent is compiled anew: compiled functions are not copied, so
@@ -128,10 +136,14 @@ class SAC(nn.Module):
         not_done = 1.0 - batch["terminals"].float()
         return batch["rewards"] + self.config.discount * not_done * target_q
 
-    def target_members(self, device: torch.device) -> torch.Tensor:
-        """A random `target_subset` of the N target critics: only these are computed."""
-        subset = torch.randperm(self.critic.num_critics, device=device)
-        return subset[: self.config.target_subset]
+    def target_members(self, device: torch.device) -> torch.Tensor | None:
+        """A random `target_subset` of the N critics: only these are computed. None (all of
+        them) when the subset would hold every critic: the min is the same, and inductor
+        fails to compile a `randperm` slice that keeps every row (docs/performance.md)."""
+        critics = self.critic.num_critics
+        if self.config.target_subset >= critics:
+            return None
+        return torch.randperm(critics, device=device)[: self.config.target_subset]
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.td_loss(self.critic(batch["observations"], batch["actions"]), batch)

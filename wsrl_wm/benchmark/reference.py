@@ -86,7 +86,8 @@ class ReferenceSAC:
 
 class ReferenceCQL(ReferenceSAC):
     """CQL's importance-sampled logsumexp over random, current- and next-policy actions, added
-    to each critic's Bellman error (fixed α), one critic at a time."""
+    to the Bellman error of each critic of the CQL term (all, or a drawn `target_subset` as
+    ours does by default), one critic at a time (fixed α)."""
 
     config: CQLConfig
 
@@ -100,8 +101,11 @@ class ReferenceCQL(ReferenceSAC):
             following, following_log_prob = self.policy(next_obs.repeat_interleave(n, 0))
         random = torch.rand_like(current) * 2 - 1
         uniform_log_density = act.shape[-1] * math.log(0.5)
+        chosen = range(c.num_critics)  # the CQL term's critics: all, or a drawn subset
+        if c.cql_critic_subset and c.target_subset < c.num_critics:
+            chosen = torch.randperm(c.num_critics)[: c.target_subset].tolist()
         gaps = []
-        for critic, q in zip(self.critics, q_data, strict=True):
+        for critic, q in ((self.critics[i], q_data[i]) for i in chosen):
             def q_of(actions, critic=critic):
                 return critic(torch.cat([obs_n, actions], -1)).view(batch_size, n)
             candidates = torch.cat([

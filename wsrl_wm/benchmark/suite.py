@@ -1,11 +1,14 @@
-"""The benchmark sections. Each returns Figures measured side by side in this process, so the
-ratios compare like with like on whatever machine runs them."""
+"""The benchmark sections. The contenders of a section are timed in interleaved blocks in this
+process, so their ratios compare like with like on whatever machine runs them; peak memory and
+the glibc-allocator rate are measured in fresh processes (that is what they measure)."""
 
 import copy
 import dataclasses
+import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from wsrl_wm.benchmark.measure import (
     peak_rss_added_mb,
     per_second,
 )
+from wsrl_wm.benchmark.peers import D3RLPY_VERSION, d3rlpy_available, d3rlpy_calql_update
 from wsrl_wm.benchmark.reference import ReferenceCQL, ReferenceSAC, every_elite_step
 from wsrl_wm.collect import collect
 from wsrl_wm.data import ReplayBuffer
@@ -59,26 +63,20 @@ def random_batch(size: int, device: str = "cpu") -> dict:
 
 
 def update_section(section: str, agent: SAC, reference: ReferenceSAC, batch: dict,
-                   iterations: int, compiled: bool, targets: tuple[str, str] = ("", "")
-                   ) -> list[Figure]:
-    """Updates/s of `agent` (eager and, if asked, compiled) and of `reference` on the same
-    batch, and the matmul roofline, all timed in interleaved blocks; the best of ours against
-    the reference and against the roofline."""
+                   iterations: int, compiled: bool, targets: tuple[str, str] = ("", ""),
+                   others: dict[str, Callable[[], object]] | None = None) -> list[Figure]:
+    """Updates/s of `agent` (eager and, if asked, compiled), of `reference` and of any
+    `others` on the same batch, and the matmul roofline, all timed in interleaved blocks; the
+    best of ours against the reference and against the roofline."""
     optimizers = agent.make_optimizers()
     update_flops = flops(lambda: agent.update(batch, optimizers))
     probe, probe_flops = matmul_probe(batch["observations"].device.type)
-    works = {"reference": lambda: reference.update(batch),
-             "wsrl-wm eager": lambda: agent.update(batch, optimizers)}
-    if compiled:
-        fast = copy.deepcopy(agent)
-        fast.config.compile = "on"
-        fast.compile_losses(updates=iterations)
-        fast_optimizers = fast.make_optimizers()
-        works["wsrl-wm compiled"] = lambda: fast.update(batch, fast_optimizers)
+    ours = our_updates(agent, batch, iterations, compiled)
+    works = {"reference": lambda: reference.update(batch), **ours, **(others or {})}
     rates = interleaved_per_second({**works, "roofline": probe}, iterations)
     peak = probe_flops * rates.pop("roofline")
     figures = [Figure(section, name, rate, "updates/s") for name, rate in rates.items()]
-    best = max(rate for name, rate in rates.items() if name != "reference")
+    best = max(rates[name] for name in ours)
     return figures + [
         Figure(section, "GFLOP per update", update_flops / 1e9, "GFLOP"),
         Figure(section, "matmul roofline, same blocks", peak / 1e9, "GFLOP/s"),
@@ -86,6 +84,21 @@ def update_section(section: str, agent: SAC, reference: ReferenceSAC, batch: dic
         Figure(section, "best / matmul roofline", update_flops * best / peak, "fraction",
                targets[1]),
     ]
+
+
+def our_updates(agent: SAC, batch: dict, iterations: int, compiled: bool
+                ) -> dict[str, Callable[[], object]]:
+    """Calls that run one update of `agent` eager and, if asked, of a compiled copy of it,
+    each with its own optimisers."""
+    optimizers = agent.make_optimizers()
+    works = {"wsrl-wm eager": lambda: agent.update(batch, optimizers)}
+    if compiled:
+        fast = copy.deepcopy(agent)
+        fast.config.compile = "on"
+        fast.compile_losses(updates=iterations)
+        fast_optimizers = fast.make_optimizers()
+        works["wsrl-wm compiled"] = lambda: fast.update(batch, fast_optimizers)
+    return works
 
 
 def sac_update(iterations: int, compiled: bool, batch_size: int = 1024,
@@ -115,13 +128,50 @@ def eager_sac_rate(iterations: int, batch_size: int, config: SACConfig) -> float
 
 def cql_update(iterations: int, compiled: bool, batch_size: int = 256,
                config: CQLConfig | None = None, device: str = "cpu") -> list[Figure]:
-    """WSRL's pretraining update: CQL α = 5 with 10 sampled actions, same critics, batch 256."""
+    """WSRL's pretraining update: CQL α = 5 with 10 sampled actions, same critics, batch 256,
+    the CQL term on a drawn 2 of the 10 critics (both sides). Also timed: ours with the CQL
+    term on every critic, the work before the subset was adopted."""
     config = config or CQLConfig(compile="off")
     torch.manual_seed(0)
     agent = CQL(OBS_DIM, ACT_DIM, config).to(device)
     reference = ReferenceCQL(OBS_DIM, ACT_DIM, config, device)
-    return update_section(f"CQL update (pretrain, {device})", agent, reference,
-                          random_batch(batch_size, device), iterations, compiled)
+    batch = random_batch(batch_size, device)
+    every = copy.deepcopy(agent)
+    every.config.cql_critic_subset = False
+    every_optimizers = every.make_optimizers()
+    others = {"wsrl-wm eager, CQL term on every critic":
+              lambda: every.update(batch, every_optimizers)}
+    return update_section(f"CQL update (pretrain, {device})", agent, reference, batch,
+                          iterations, compiled, ("≥ 2", ""), others)
+
+
+# The peer comparison's shapes: d3rlpy's CalQL defaults (2 critics 2×256 without LayerNorm,
+# batch 256, 10 sampled actions, α = 5) and WSRL's (10 LayerNorm critics).
+PEER_SHAPES = {"d3rlpy's shapes": CQLConfig(num_critics=2, layer_norm=False, calql=True,
+                                            compile="off"),
+               "WSRL's shapes": CQLConfig(calql=True, compile="off")}
+
+
+def peer_update(iterations: int, compiled: bool, device: str = "cpu") -> list[Figure]:
+    """Our Cal-QL update against d3rlpy's CalQL on the same batch, timed in interleaved blocks,
+    at each of PEER_SHAPES; a note instead when d3rlpy is not installed."""
+    title = f"Cal-QL update vs d3rlpy {D3RLPY_VERSION}"
+    if not d3rlpy_available():
+        return [Figure(f"{title} ({device})", "skipped: d3rlpy is not installed "
+                       "(pip install -e '.[bench]')", math.nan, "")]
+    figures = []
+    for shape, config in PEER_SHAPES.items():
+        config = copy.deepcopy(config)
+        torch.manual_seed(0)
+        agent, batch = CQL(OBS_DIM, ACT_DIM, config).to(device), random_batch(256, device)
+        ours = our_updates(agent, batch, iterations, compiled)
+        peer = d3rlpy_calql_update(config, OBS_DIM, ACT_DIM, batch, device)
+        rates = interleaved_per_second({"d3rlpy CalQL": peer, **ours}, iterations)
+        section = f"{title}, {shape} ({device})"
+        best = max(rates[name] for name in ours)
+        figures += [*(Figure(section, name, rate, "updates/s") for name, rate in rates.items()),
+                    Figure(section, "best / d3rlpy", best / rates["d3rlpy CalQL"], "x", "≥ 2")]
+    return figures
 
 
 class LoopVersusDirect(Callback):
@@ -190,7 +240,7 @@ def lightning_loop(online_steps: int, iterations: int) -> list[Figure]:
 def fit(module, root: Path, callbacks: list) -> None:
     """A Trainer set up as `wsrl-wm fit` sets it up (loggers, callbacks), without the progress
     bar (its output would bury the table)."""
-    trainer = Trainer(max_epochs=1, logger=default_loggers(root, "offline", "wsrl-wm-benchmark"),
+    trainer = Trainer(max_epochs=1, logger=default_loggers(root, None, "wsrl-wm-benchmark"),
                       callbacks=[*callbacks, *default_callbacks(root, progress_bar=False)],
                       default_root_dir=root,
                       enable_model_summary=False, enable_progress_bar=False)
@@ -288,23 +338,33 @@ def buffer_scaling(capacities: list[int], iterations: int) -> list[Figure]:
             Figure(section, "largest / smallest", costs[-1] / costs[0], "x", "≈ 1")]
 
 
-def run_suite(quick: bool = False, device: str = "cpu") -> list[Figure]:
-    """Every section; `quick` shrinks the iteration counts and skips torch.compile. `device`
-    runs the two update sections there (the others measure CPU-side work). The process is set
-    up as `wsrl-wm` sets itself up (allocator)."""
+SECTIONS = ("sac", "cql", "peer", "loop", "rollouts", "world-model", "memory", "buffer")
+
+
+def run_suite(quick: bool = False, device: str = "cpu",
+              sections: tuple[str, ...] = SECTIONS) -> list[Figure]:
+    """The `sections` (all by default); `quick` shrinks the iteration counts and skips
+    torch.compile. `device` runs the three update sections there (the others measure CPU-side
+    work). The process is set up as `wsrl-wm` sets itself up (allocator)."""
     allocator = keep_freed_memory()
     compiled = not quick and compile_available()
     peak = peak_matmul_flops(device)
+    runs = {
+        "sac": lambda: sac_update(5 if quick else 30, compiled, device=device),
+        "cql": lambda: cql_update(3 if quick else 12, compiled, device=device),
+        "peer": lambda: peer_update(3 if quick else 12, compiled, device=device),
+        "loop": lambda: lightning_loop(40 if quick else 1100, 5 if quick else 30),
+        "rollouts": lambda: rollouts(2 if quick else 10),
+        "world-model": lambda: world_model_epoch(10_000 if quick else 100_000),
+        "memory": memory,
+        "buffer": lambda: buffer_scaling(
+            [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000],
+            200 if quick else 1000),
+    }
     figures = [Figure("Machine", f"matmul roofline ([10,256,256] bmm, {device})", peak / 1e9,
                       "GFLOP/s"),
                Figure("Machine", "torch threads", torch.get_num_threads(), ""),
                Figure("Machine", "freed memory kept (wsrl_wm.allocator)", float(allocator), "")]
-    figures += sac_update(5 if quick else 30, compiled, device=device)
-    figures += cql_update(2 if quick else 10, compiled, device=device)
-    figures += lightning_loop(40 if quick else 1100, 5 if quick else 30)
-    figures += rollouts(2 if quick else 10)
-    figures += world_model_epoch(10_000 if quick else 100_000)
-    figures += memory()
-    figures += buffer_scaling([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000],
-                              200 if quick else 1000)
+    for name in sections:
+        figures += runs[name]()
     return figures

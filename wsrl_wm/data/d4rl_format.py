@@ -6,6 +6,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from wsrl_wm.atomic import atomic_path
 from wsrl_wm.errors import WsrlError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -40,16 +41,12 @@ def read_d4rl_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
 
 
 def write_d4rl_file(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict) -> None:
-    """Write to a temporary name, then rename, so a killed run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    """Written atomically: a killed or interrupted run never leaves half a file."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for key, value in arrays.items():
             f.create_dataset(key, data=value, compression="gzip")
         for key, value in attrs.items():
             f.attrs[key] = value
-    os.replace(tmp, path)
 
 
 def _plain(value):

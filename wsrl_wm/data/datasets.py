@@ -22,7 +22,8 @@ def load_dataset(
     env: str | None = None,
     sparse_negative_reward: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Transitions from a D4RL-format hdf5 path, a D4RL name, or `minari:<dataset_id>`.
+    """Transitions from a D4RL-format hdf5 path, a D4RL name (the sparse-reward ones read from
+    Minari, docs/sparse_tasks.md), or `minari:<dataset_id>`.
 
     Observation and action sizes are checked against `env` (or the env the source names).
     Rows with no known successor (the last step of a timed-out episode when the file has no
@@ -57,22 +58,38 @@ def _read_source(source: str) -> tuple[dict[str, np.ndarray], str | None]:
     if path.suffix in (".hdf5", ".h5") or path.exists():
         raw, attrs = read_d4rl_file(path)
         return raw, attrs.get("env")
-    resolve_env(source)  # raises a clear error for a name that is no env at all
-    local = d4rl_dataset_dir() / f"{source}.hdf5"
-    if local.is_file():
-        return read_d4rl_file(local)[0], source
-    return _read_with_d4rl_package(source, local), source
+    spec = resolve_env(source)  # raises a clear error for a name that is no env at all
+    if spec.minari_id is not None:  # a sparse-reward task: its data live in Minari's D4RL set
+        from wsrl_wm.data.minari_source import read_minari
+
+        return read_minari(spec.minari_id, spec.family)[0], source
+    candidates = d4rl_file_candidates(source)
+    for local in candidates:
+        if local.is_file():
+            return read_d4rl_file(local)[0], source
+    return _read_with_d4rl_package(source, candidates), source
 
 
-def _read_with_d4rl_package(name: str, expected: Path) -> dict[str, np.ndarray]:
+def d4rl_file_candidates(name: str) -> list[Path]:
+    """Where a D4RL name's file may sit: `<name>.hdf5`, and the name the d4rl package itself
+    downloads to (its URL's file name, underscores before the version:
+    `hopper-medium-replay-v2` → `hopper_medium_replay-v2.hdf5`)."""
+    root = d4rl_dataset_dir()
+    stem, _, version = name.rpartition("-")
+    names = [f"{name}.hdf5", f"{stem.replace('-', '_')}-{version}.hdf5"]
+    return [root / n for n in dict.fromkeys(names)]
+
+
+def _read_with_d4rl_package(name: str, tried: list[Path]) -> dict[str, np.ndarray]:
     """The d4rl package is optional: it only helps when it imports (it needs MuJoCo 2.1)."""
     try:
         importlib.import_module("d4rl")
         gym = importlib.import_module("gym")
     except Exception:
         raise WsrlError(
-            f"D4RL dataset {name!r} not found at {expected}; put the file there or set "
-            f"D4RL_DATASET_DIR (the optional d4rl package does not import here)"
+            f"D4RL dataset {name!r} not found (tried {', '.join(map(str, tried))}); put the "
+            f"file there or set D4RL_DATASET_DIR (the optional d4rl package does not import "
+            f"here)"
         ) from None
     dataset = gym.make(name).get_dataset()
     return {k: np.asarray(v) for k, v in dataset.items() if not k.startswith("infos")}

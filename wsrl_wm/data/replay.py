@@ -2,6 +2,7 @@
 
 import torch
 
+from wsrl_wm.data.returns import mc_returns
 from wsrl_wm.errors import WsrlError
 
 
@@ -29,11 +30,11 @@ class ReplayBuffer:
         self.size = 0
 
     @classmethod
-    def for_transitions(cls, capacity: int, obs_dim: int, act_dim: int, device="cpu"):
-        """The standard (s, a, r, s', done) layout used for online and model data."""
-        shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (),
-                  "next_observations": (obs_dim,), "terminals": ()}
-        return cls(capacity, shapes, device)
+    def for_transitions(cls, capacity: int, obs_dim: int, act_dim: int, device="cpu",
+                        with_mc_returns: bool = False):
+        """The standard (s, a, r, s', done) layout used for online and model data, plus each
+        row's MC return-to-go when `with_mc_returns` (the Cal-QL bound needs it)."""
+        return cls(capacity, transition_shapes(obs_dim, act_dim, with_mc_returns), device)
 
     def __len__(self) -> int:
         return self.size
@@ -72,3 +73,72 @@ class ReplayBuffer:
         self.position, self.size = state["position"], state["size"]
         for key, rows in state["storage"].items():
             self.storage[key][: self.size] = rows.to(self.device)
+
+
+class EpisodeReplayBuffer(ReplayBuffer):
+    """The online buffer of a run that keeps the Cal-QL bound online: every row also gets its
+    episode's Monte-Carlo return-to-go, computed when the episode ends (`end_episode`).
+
+    A return is only known once its episode has ended, so `sample` and `latest` serve finished
+    episodes only: the rows of the episode in progress (the newest `open` rows) wait. This is
+    the official WSRL's `ReplayBufferMC` (wsrl/data/replay_buffer.py: returns computed at
+    `dones`, sampling from `_allow_idxs`, the finished rows), on a ring buffer.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, discount: float,
+                 sparse_negative_reward: float | None = None, device="cpu"):
+        super().__init__(capacity, transition_shapes(obs_dim, act_dim, True), device)
+        self.discount, self.sparse_negative_reward = discount, sparse_negative_reward
+        self.open = 0  # rows of the episode in progress: the newest ones
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        """Insert rows of the episode in progress (their MC return is set at its end)."""
+        count = len(batch["rewards"])
+        super().add({**batch, "mc_returns": torch.zeros(count)})
+        self.open = min(self.open + count, self.size)
+
+    def end_episode(self) -> None:
+        """The episode in progress ended (terminal or time limit): write its rows' returns."""
+        rows = self._rows_before(self.position, self.open)
+        rewards = self.storage["rewards"][rows].double().cpu().numpy()
+        returns = mc_returns(rewards, rewards * 0, rewards * 0, self.discount,
+                             self.sparse_negative_reward)  # its last row closes the episode
+        self.storage["mc_returns"][rows] = torch.as_tensor(returns, device=self.device)
+        self.open = 0
+
+    @property
+    def finished(self) -> int:
+        """Stored rows whose episode has ended (the ones `sample` draws from)."""
+        return self.size - self.open
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
+        """Uniform with replacement over the rows of finished episodes."""
+        if self.finished == 0:
+            raise WsrlError("no finished episode in the replay buffer yet: the Cal-QL bound "
+                            "needs the MC return of every sampled row")
+        oldest = self.position - self.size
+        offsets = torch.randint(self.finished, (batch_size,), device=self.device,
+                                generator=generator)
+        idx = (oldest + offsets) % self.capacity
+        return {key: store[idx] for key, store in self.storage.items()}
+
+    def latest(self, count: int) -> dict:
+        """The `count` newest rows of finished episodes."""
+        rows = self._rows_before(self.position - self.open, min(count, self.finished))
+        return {key: store[rows] for key, store in self.storage.items()}
+
+    def _rows_before(self, end: int, count: int) -> torch.Tensor:
+        return (end - count + torch.arange(count, device=self.device)) % self.capacity
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "open": self.open}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.open = state["open"]
+
+
+def transition_shapes(obs_dim: int, act_dim: int, with_mc_returns: bool) -> dict:
+    shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (),
+              "next_observations": (obs_dim,), "terminals": ()}
+    return {**shapes, "mc_returns": ()} if with_mc_returns else shapes

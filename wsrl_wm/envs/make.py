@@ -1,9 +1,11 @@
-"""Build gymnasium MuJoCo v5 environments, with D4RL's observation size where it differs."""
+"""Build gymnasium MuJoCo v5 and gymnasium-robotics environments with flat observations, in
+D4RL's layout where it differs."""
 
 import gymnasium as gym
 import numpy as np
 
-from wsrl_wm.envs.registry import resolve_env
+from wsrl_wm.envs.registry import EnvSpec, resolve_env
+from wsrl_wm.errors import WsrlError
 
 # D4RL's ant (gym Ant-v2/v3) observes the external contact forces of all 14 bodies, the world
 # body included (always zero); Ant-v5 drops the world body, so it has 6 fewer dimensions.
@@ -29,7 +31,10 @@ class D4RLAntObservation(gym.ObservationWrapper):
 def make_env(name: str, seed: int | None = None) -> gym.Env:
     """A gymnasium env for a D4RL name or gymnasium id, seeded if `seed` is given."""
     spec = resolve_env(name)
-    env = gym.make(spec.gym_id)
+    if spec.sparse:
+        env = make_sparse_env(spec)
+    else:
+        env = gym.make(spec.gym_id)
     if spec.d4rl_layout and spec.family == "ant":
         env = D4RLAntObservation(env)
     if seed is not None:
@@ -45,3 +50,32 @@ def env_dims(name: str) -> tuple[int, int]:
         return env.observation_space.shape[0], env.action_space.shape[0]
     finally:
         env.close()
+
+
+def register_robotics_envs() -> None:
+    """gymnasium-robotics is optional; its envs exist only once it has been registered."""
+    try:
+        import gymnasium_robotics
+    except ImportError:
+        raise WsrlError(
+            "the sparse-reward envs need gymnasium-robotics; run pip install 'wsrl-wm[robotics]'"
+        ) from None
+    from wsrl_wm.envs import mujoco_compat
+
+    mujoco_compat.install()
+    gym.register_envs(gymnasium_robotics)
+
+
+def make_sparse_env(spec: EnvSpec, **kwargs) -> gym.Env:
+    """A gymnasium-robotics env with the task rules of its family (wsrl_wm.envs.sparse) and its
+    dict observation flattened in gymnasium's order: the keys sorted by name, so a maze observes
+    [achieved_goal (x, y), desired_goal (x, y), observation] (docs/sparse_tasks.md)."""
+    from wsrl_wm.envs.sparse import FAMILY_WRAPPERS, env_kwargs
+
+    register_robotics_envs()
+    env = gym.make(spec.gym_id, **{**env_kwargs(spec), **kwargs})
+    for wrapper in FAMILY_WRAPPERS.get(spec.family, ()):
+        env = wrapper(env)
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = gym.wrappers.FlattenObservation(env)
+    return env

@@ -109,6 +109,11 @@ def termination_fn(env_id: str) -> TerminationFn:
     observations of another env or layout fail loudly instead of being judged by the wrong rule.
     """
     spec = resolve_env(env_id)
+    if spec.sparse:  # goal-reaching tasks end where their task function says (task_functions)
+        from wsrl_wm.envs.task_functions import task_reward_fn
+
+        task = task_reward_fn(env_id)
+        return lambda next_obs: task(next_obs, next_obs, next_obs)[1]
     rule = FAMILY_TERMINATION[spec.family]
     obs_dim = (D4RL_OBS_DIMS if spec.d4rl_layout else OBS_DIMS)[spec.family]
 

@@ -5,13 +5,13 @@ keeping a non-finite prediction), so the module's state at that moment is still 
 saved next to the run's other checkpoints, and the error that stops the run says where.
 """
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 
+from wsrl_wm.atomic import atomic_path
 from wsrl_wm.errors import DivergenceError
 
 LAST_GOOD = "last-good.ckpt"
@@ -33,7 +33,6 @@ def save_last_good(trainer: Trainer) -> Path:
     """`<default_root_dir>/checkpoints/last-good.ckpt`, written under a temporary name and then
     renamed, so a crash while saving never leaves a truncated checkpoint under the real name."""
     path = Path(trainer.default_root_dir) / "checkpoints" / LAST_GOOD
-    temporary = path.with_name(f".{LAST_GOOD}.tmp")
-    trainer.save_checkpoint(temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        trainer.save_checkpoint(temporary)
     return path

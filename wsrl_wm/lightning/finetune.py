@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
-from wsrl_wm.data import ReplayBuffer
+from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer
 from wsrl_wm.diagnostics import q_diagnostics
 from wsrl_wm.envs import env_dims, make_env, termination_fn
 from wsrl_wm.envs.state import get_env_state, set_env_state
@@ -27,6 +27,7 @@ from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import summarize
+from wsrl_wm.run_info import write_run_info
 from wsrl_wm.world_model import (
     ModelBuffer,
     RolloutConfig,
@@ -44,7 +45,9 @@ class FinetuneModule(LightningModule):
     """One environment step per training step; after the warmup, UTD updates on each.
 
     The agent keeps the pretrained architecture; only online settings come from here. With
-    `online_cql_alpha` = 0 (default) the online loss is plain SAC (WSRL: no CQL term online).
+    `online_cql_alpha` = 0 (default) the online loss is plain SAC (WSRL: no CQL term online);
+    > 0 keeps the pretraining's CQL term online with that α, and after a Cal-QL pretraining
+    also its bound, on the MC returns of the online episodes (see `_online_agent`).
     With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
     rolled out in the pretrained world model from online-buffer states, and each batch takes
     r of its rows from those imagined transitions (docs/world_model.md).
@@ -84,17 +87,27 @@ class FinetuneModule(LightningModule):
                                                strict=True))
         self.reward_scale, self.reward_bias = pre["reward_scale"], pre["reward_bias"]
         self.probe = ckpt["probe"]  # offline rows for diagnostics only: never a loss or buffer
-        self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
+        self.calql_online = isinstance(self.agent, CQL) and self.agent.config.calql
+        if self.calql_online:
+            self.buffer = EpisodeReplayBuffer(buffer_capacity, obs_dim, act_dim,
+                                              self.agent.config.discount,
+                                              pre["sparse_negative_reward"])
+        else:
+            self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
         self.offline_buffer = None
         if retain_offline_ratio > 0:
             offline = load_offline_tensors(offline_dataset, self.env_name,
                                            self.agent.config.discount, self.reward_scale,
                                            self.reward_bias, pre["sparse_negative_reward"])
             self.offline_buffer = ReplayBuffer.for_transitions(
-                len(offline["rewards"]), obs_dim, act_dim)
+                len(offline["rewards"]), obs_dim, act_dim, with_mc_returns=self.calql_online)
             self.offline_buffer.add(offline)
         self.rollout = rollout
         self.world_model = self.model_buffer = None
+        if rollout.ratio > 0 and self.calql_online:
+            raise WsrlError("online_cql_alpha > 0 after a Cal-QL pretraining keeps the Cal-QL "
+                            "bound, which needs an MC return for every row, and imagined "
+                            "rollouts have none: use rollout.ratio 0 or online_cql_alpha 0")
         if rollout.ratio > 0:  # r = 0 is plain WSRL: the world model is not even loaded
             self.world_model = self._pretrained_world_model(
                 ckpt, obs_dim, act_dim, rollout.uncertainty_quantile is not None)
@@ -138,7 +151,16 @@ class FinetuneModule(LightningModule):
             raise WsrlError("retain_offline_ratio > 0 needs offline_dataset (the retained data)")
 
     def _online_agent(self, pretrained_config: CQLConfig, obs_dim: int, act_dim: int) -> SAC:
-        """Same networks as pretraining; online the CQL term is off unless asked for."""
+        """Same networks as pretraining; online the CQL term is off unless asked for.
+
+        When asked for, the pretraining's CQL settings stay, Cal-QL's bound included: the
+        official WSRL keeps the agent and only sets `cql_alpha` to `online_cql_alpha` at the
+        switch (finetune.py, `agent.update_config`; `online_use_cql_loss` defaults to True),
+        and gives a Cal-QL run an online buffer with the MC returns of finished episodes
+        (`ReplayBufferMC`), whose rows are the only ones sampled; its updates wait until one
+        episode has ended (there, ≥ `_max_episode_steps` online steps). Here: an
+        `EpisodeReplayBuffer`, and no update while it holds no finished episode.
+        """
         shared = {f.name: getattr(pretrained_config, f.name)
                   for f in dataclasses.fields(SACConfig)}
         shared.update(utd=self.hparams.utd, backup_entropy=False)
@@ -190,6 +212,13 @@ class FinetuneModule(LightningModule):
         return self.hparams.warmup_steps + self.hparams.online_steps
 
     def on_fit_start(self) -> None:
+        hp = self.hparams
+        write_run_info(self.trainer.default_root_dir, {
+            "env": self.env_name, "seed": hp.seed, "warmup_steps": hp.warmup_steps,
+            "online_steps": hp.online_steps, "dip_window": self.dip_window, "utd": hp.utd,
+            "batch_size": hp.batch_size, "rollout_ratio": self.rollout.ratio,
+            "online_cql_alpha": hp.online_cql_alpha,
+            "retain_offline_ratio": hp.retain_offline_ratio, "pretrained": hp.pretrained})
         self.train_env = make_env(self.env_name, self.hparams.seed)
         self.obs, _ = self.train_env.reset(seed=self.hparams.seed)
         self.episode_return = 0.0
@@ -247,7 +276,7 @@ class FinetuneModule(LightningModule):
                 self.imagine(online)
         self.act_and_store()
         info = {}
-        if online >= 0:
+        if online >= 0 and (not self.calql_online or self.buffer.finished):
             optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
             with stop_on_divergence(self, f"env step {self.env_step} (online update "
                                           f"{online + 1})"):
@@ -284,6 +313,8 @@ class FinetuneModule(LightningModule):
             log_at_env_step(self, {"train/episode_return": self.episode_return}, self.env_step)
             self.episode_return = 0.0
             self.obs, _ = self.train_env.reset()
+            if self.calql_online:
+                self.buffer.end_episode()
 
     def imagine(self, online_step: int) -> None:
         """A round of branched rollouts of the current policy from online-buffer states, after
