@@ -282,3 +282,10 @@ def test_paper_configs_run_end_to_end(tmp_path, minari_root, monkeypatch, family
         rate = float(values["eval/success_rate"])
         assert 0.0 <= rate <= 1.0
         assert float(values["eval/normalized_score"]) == pytest.approx(100 * rate)
+
+
+def test_model_rollouts_on_a_family_without_task_function_are_refused():
+    from wsrl_wm.envs import termination_fn
+
+    with pytest.raises(WsrlError, match="no termination function for 'pen-binary-v0'"):
+        termination_fn("pen-binary-v0")

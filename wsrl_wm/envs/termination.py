@@ -113,6 +113,9 @@ def termination_fn(env_id: str) -> TerminationFn:
         from wsrl_wm.envs.task_functions import task_reward_fn
 
         task = task_reward_fn(env_id)
+        if task is None:
+            raise WsrlError(f"no termination function for {env_id!r} ({spec.family}): model "
+                            "rollouts (rollout.ratio > 0) run on locomotion and maze tasks")
         return lambda next_obs: task(next_obs, next_obs, next_obs)[1]
     rule = FAMILY_TERMINATION[spec.family]
     obs_dim = (D4RL_OBS_DIMS if spec.d4rl_layout else OBS_DIMS)[spec.family]
