@@ -164,9 +164,11 @@ def test_each_utd_slice_mixes_all_three_sources_at_their_ratios(pretrained, hopp
     module = FinetuneModule(pretrained, batch_size=64, utd=4, retain_offline_ratio=0.25,
                             offline_dataset=hopper_dataset,
                             rollout=RolloutConfig(ratio=0.25, starts=8))
-    for buffer, marker in ((module.buffer, 7.0), (module.model_buffer, 9.0)):
-        buffer.add({k: torch.full((50, *v.shape[1:]), marker)
-                    for k, v in buffer.storage.items()})
+    module.buffer.add({k: torch.full((50, *v.shape[1:]), 7.0)
+                       for k, v in module.buffer.storage.items()})
+    imagined = module.model_buffer.rows.storage
+    module.model_buffer.add({k: torch.full((50, *v.shape[1:]), 9.0)
+                             for k, v in imagined.items() if k != "env_step"}, env_step=0)
     shares = []
     for _ in range(60):
         batch = module.sample_batch()
