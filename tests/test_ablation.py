@@ -326,6 +326,7 @@ def test_a_failed_cell_is_reported_and_the_sweep_exits_non_zero(tmp_path):
     assert read_rows(out / "results.csv") == [] and (out / "report.md").is_file()
 
 
+@pytest.mark.slow  # a local Ray instance's start-up dominates; CI runs it with -m slow
 def test_ray_backend_runs_the_sweep_on_a_local_instance(tmp_path, hopper_dataset, smoke_sweep):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False)
