@@ -76,12 +76,17 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     try:
         if code:
             raise WsrlError(f"fit exited with code {code}")
-        record = {"cell": cell.name, "args": list(cell.args), **describe(cell, dip_window)}
+        record = done_record(cell, dip_window)
     except WsrlError as exc:
         return CellOutcome(cell, False, time.monotonic() - start,
                            error=f"{exc}; end of {log_path}:\n{log_tail(log_path)}")
     write_text_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
     return CellOutcome(cell, True, time.monotonic() - start, record)
+
+
+def done_record(cell: Cell, dip_window: float | None) -> dict:
+    """What done.json holds: the cell, its exact arguments and `describe`'s payload."""
+    return {"cell": cell.name, "args": list(cell.args), **describe(cell, dip_window)}
 
 
 def describe(cell: Cell, dip_window: float | None) -> dict:

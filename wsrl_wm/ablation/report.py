@@ -200,11 +200,12 @@ def _within(windows: list[float]) -> str:
 
 
 def render_report(groups: list[Group], windows: list[float], images: list[Path],
-                  title: str = "Rollout-ratio ablation", dataset_score: float | None = None
-                  ) -> str:
+                  title: str = "Rollout-ratio ablation", dataset_score: float | None = None,
+                  setup: str = "") -> str:
     paired = paired_table(groups)
     return "\n\n".join(part for part in [
         f"# {title}",
+        setup and f"## Setup\n\n{setup}",
         "Mean ± 95 % CI over seeds (Student t). S0: normalised score at the switch; dip: S0 − "
         f"lowest score within {_within(windows)}; recovery step: first online step "
         "with score ≥ S0, over the runs that recovered; forgot: never recovered; final: last "
@@ -290,7 +291,8 @@ def log_to_wandb(out: Path, rows: list[dict], images: list[Path], mode: str,
 
 def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | None,
                  wandb_mode: str, config: dict, title: str = "Rollout-ratio ablation",
-                 dataset_score: float | None = None) -> tuple[dict[str, Path], str]:
+                 dataset_score: float | None = None, setup: str = ""
+                 ) -> tuple[dict[str, Path], str]:
     """Write every output into `out`; returns their paths and the markdown table.
     `dataset_score` (the data's average normalised episode score) adds the regime."""
     rows = result_rows(runs, dip_window)
@@ -313,7 +315,7 @@ def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | N
             outputs[name] = path
     images = [path for name, path in outputs.items() if name in plots]
     write_text_atomic(outputs["report"], render_report(groups, windows, images, title,
-                                                       dataset_score))
+                                                       dataset_score, setup))
     if wandb_mode != "disabled" and rows:
         log_to_wandb(out, rows, images, wandb_mode, config)
     return outputs, markdown_table(groups)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from wsrl_wm.ablation.cell import DONE, CellOutcome, describe
+from wsrl_wm.ablation.cell import DONE, CellOutcome, done_record
 from wsrl_wm.ablation.plan import Cell, Sweep, Variant, plan
 from wsrl_wm.ablation.runners import Runner
 from wsrl_wm.ablation.sweep import SweepResult, run_sweep
@@ -210,8 +210,7 @@ class CellArchive:
         keep their records."""
         for cell in cells:
             if (cell.root / DONE).is_file() and (cell.root / "evaluations.csv").is_file():
-                record = {"cell": cell.name, "args": list(cell.args),
-                          **describe(cell, dip_window)}
+                record = done_record(cell, dip_window)
                 write_text_atomic(cell.root / DONE, json.dumps(record, indent=1) + "\n")
                 self.keep(CellOutcome(cell, True, self.seconds(cell), record), commit=False)
 
@@ -249,6 +248,19 @@ def git_commit(paths: list[Path], message: str, log=print) -> bool:
     return True
 
 
+def setup_text(spec: StudySpec, dataset: str) -> str:
+    """Seeds, budgets (the configs and overrides), the rerun command and the code's commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    pretraining = ("one shared pretraining (seed " + str(spec.seeds[0]) + ")"
+                   if spec.shared_pretraining else "one pretraining per seed")
+    return (f"Seeds {list(spec.seeds)}, {pretraining}. Dataset `{Path(dataset).name}`. "
+            f"Pretraining `{spec.pretrain_config}`, fine-tuning `{spec.finetune_config}`"
+            + (f", overrides {list(spec.overrides)}" if spec.overrides else "")
+            + f" (budgets in those configs). Rerun or resume: `wsrl-wm study {spec.spec_path} "
+            f"--commit`. Reported by code at commit {commit}.")
+
+
 def run_study(spec: StudySpec, runner: Runner | None = None, wandb_mode: str | None = None,
               commit: bool = False, log=print, report_only: bool = False) -> SweepResult:
     """Collect (once), restore archived cells, run the rest (unless `report_only`), and report
@@ -264,7 +276,7 @@ def run_study(spec: StudySpec, runner: Runner | None = None, wandb_mode: str | N
     results = Path(spec.results)
     result = run_sweep(sweep, runner, wandb_mode, log, report_to=results, on_done=archive.keep,
                        report_title=spec.title, dataset_score=dataset_score(dataset, spec.env),
-                       run=not report_only)
+                       run=not report_only, report_setup=setup_text(spec, dataset))
     if commit:
         git_commit([p for p in [*results.glob("*"), *archive.folder.glob("*.json")]
                     if p.is_file()], f"study {spec.name}: report", log)

@@ -42,7 +42,8 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
               log: Callable[[str], None] = print, report_to: Path | None = None,
               on_done: Callable[[CellOutcome], None] | None = None,
               report_title: str = "Rollout-ratio ablation",
-              dataset_score: float | None = None, run: bool = True) -> SweepResult:
+              dataset_score: float | None = None, run: bool = True,
+              report_setup: str = "") -> SweepResult:
     """Plan, run what is not done yet, and report (into `report_to`, default the sweep's out).
     Cells' fits log to wandb in the same mode; `on_done` sees every cell that succeeded. A
     seed's pretraining runs only while one of its fine-tunings is still to do. With `run`
@@ -82,5 +83,6 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
     report_to = Path(report_to or result.out)
     report_to.mkdir(parents=True, exist_ok=True)
     result.outputs, result.table = write_report(report_to, runs, sweep.dip_window, mode,
-                                                asdict(sweep), report_title, dataset_score)
+                                                asdict(sweep), report_title, dataset_score,
+                                                report_setup)
     return result
