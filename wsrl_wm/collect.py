@@ -232,7 +232,7 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
 
 def collect_dataset(env: str, quality: str, steps: int, seed: int, out: str,
                     budget: TrainingBudget | None = None, save_policy_to: str | None = None,
-                    policy: str | None = None) -> dict:
+                    policy: str | None = None, goals: str | None = None) -> dict:
     """Any dataset the project builds itself: PointMaze by its waypoint planner, locomotion
     by SAC behaviour policies (`collect`); the other sparse families' data come from Minari."""
     spec = resolve_env(env)
@@ -240,7 +240,9 @@ def collect_dataset(env: str, quality: str, steps: int, seed: int, out: str,
         if save_policy_to or policy:
             raise WsrlError("PointMaze data come from the waypoint planner: there is no "
                             "behaviour policy to save or load")
-        return collect_pointmaze(env, quality, steps, seed, out)
+        return collect_pointmaze(env, quality, steps, seed, out, goals or "random")
+    if goals:
+        raise WsrlError(f"--goals is a PointMaze option; {env!r} has no goals")
     if spec.sparse:
         raise WsrlError(f"{env!r}: the collector builds locomotion and PointMaze data; "
                         f"{spec.family} data come from Minari (docs/sparse_tasks.md)")
