@@ -61,6 +61,20 @@ def load_done(cell: Cell) -> dict | None:
     return record
 
 
+# The fit subprocesses this process is waiting on: a sweep stopped by SIGTERM stops them too
+# (Ctrl-C reaches them through the terminal's process group; a `kill` of the sweep does not).
+RUNNING_FITS: set[subprocess.Popen] = set()
+
+
+def stop_running_fits() -> None:
+    """SIGTERM every running fit (each unwinds and removes its temporary files) and wait."""
+    fits = list(RUNNING_FITS)
+    for fit in fits:
+        fit.terminate()
+    for fit in fits:
+        fit.wait()
+
+
 def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellOutcome:
     """Run the cell's fit as a subprocess (env adds to the inherited environment) and, on
     success, write done.json atomically with its summary and curves."""
@@ -71,8 +85,13 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     write_text_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
     log_path = cell.root / "run.log"
     with open(log_path, "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, env={**os.environ, **env}).returncode
+        fit = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, env={**os.environ, **env})
+        RUNNING_FITS.add(fit)
+        try:
+            code = fit.wait()
+        finally:
+            RUNNING_FITS.discard(fit)
     try:
         if code:
             raise WsrlError(f"fit exited with code {code}")

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from wsrl_wm.ablation.cell import CellOutcome, run_cell
+from wsrl_wm.ablation.cell import CellOutcome, run_cell, stop_running_fits
 from wsrl_wm.ablation.plan import Cell
 from wsrl_wm.errors import WsrlError
 
@@ -53,7 +53,10 @@ class LocalRunner(Runner):
             futures = [pool.submit(run_cell, cell, env, dip_window) for cell in cells]
             for future in as_completed(futures):
                 yield future.result()
-        finally:  # on Ctrl-C: start no queued fit (the running ones got the signal too)
+        except BaseException:  # Ctrl-C or SIGTERM: stop the running fits, start no queued one
+            stop_running_fits()
+            raise
+        finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
