@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, SACConfig
@@ -29,6 +28,7 @@ from wsrl_wm.envs import env_dims, make_env, normalized_score, resolve_env
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.pointmaze_collect import collect_pointmaze
+from wsrl_wm.progress import progress_bar
 
 QUALITIES = ("random", "medium", "medium-replay", "expert")
 HIDDEN = (256, 256)  # the behaviour policy's networks (SACConfig's default)
@@ -123,8 +123,8 @@ class BehaviourTrainer:
         """Train until the stochastic policy's score reaches `target` or the step budget
         (shared by all calls) runs out; returns the last evaluation score."""
         budget, buffer = self.budget, self.buffer
-        progress = tqdm(total=budget.max_train_steps, initial=len(buffer),
-                        desc=f"train SAC to score {target:g}", unit="step")
+        progress = progress_bar(budget.max_train_steps, f"train SAC to score {target:g}",
+                                initial=len(buffer))
         while len(buffer) < budget.max_train_steps:
             step = len(buffer)
             if step < budget.random_steps:
@@ -151,13 +151,16 @@ def rollout(actor: TanhGaussianActor | None, env_name: str, steps: int, seed: in
     """`steps` transitions of the actor's stochastic policy (uniform actions if no actor)."""
     env = make_env(env_name, seed)
     recorder = EpisodeRecorder(env, seed)
-    for _ in tqdm(range(steps), desc="collect", unit="step"):
+    progress = progress_bar(steps, "collect")
+    for _ in range(steps):
         if actor is None:
             action = env.action_space.sample()
         else:
             with torch.no_grad():
                 action = actor(torch.as_tensor(recorder.obs, dtype=torch.float32))[0].numpy()
         recorder.step(action)
+        progress.update(1)
+    progress.close()
     return recorder
 
 

@@ -18,13 +18,13 @@ from collections import deque
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
 
 from wsrl_wm.data import write_d4rl_file
 from wsrl_wm.envs.make import make_sparse_env, register_robotics_envs
 from wsrl_wm.envs.registry import resolve_env
 from wsrl_wm.envs.task_functions import ACHIEVED, DESIRED
 from wsrl_wm.errors import WsrlError
+from wsrl_wm.progress import progress_bar
 
 MAZE_QUALITIES = {"clean": 0.0, "noisy": 0.5}  # action noise standard deviation
 MAZE_GOALS = ("random", "eval")
@@ -146,7 +146,8 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str,
         "observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
     obs, _ = sim.reset(seed=seed)
     episode_steps, outcomes = 0, []  # outcomes: 1.0 reached, 0.0 timed out, per goal
-    for _ in tqdm(range(steps), desc=f"collect {spec.gym_id} ({quality})", unit="step"):
+    progress = progress_bar(steps, f"collect {spec.gym_id} ({quality}, {goals} goals)")
+    for _ in range(steps):
         action = controller.action(obs) + noise * rng.standard_normal(2)
         action = np.clip(action, sim.action_space.low, sim.action_space.high).astype(np.float32)
         next_obs, reward, _, _, info = sim.step(action)
@@ -168,6 +169,8 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str,
             episode_steps = 0
         else:
             obs = next_obs
+        progress.update(1)
+    progress.close()
     sim.close()
     arrays = {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
     arrays["terminals"] = arrays["terminals"].astype(bool)
