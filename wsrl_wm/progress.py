@@ -30,8 +30,9 @@ class LogLines:
         pass
 
 
-def progress_bar(total: int, desc: str, initial: int = 0, unit: str = "step"):
-    """A tqdm bar when stderr is a terminal, else `LogLines`."""
-    if sys.stderr.isatty():
-        return tqdm(total=total, initial=initial, desc=desc, unit=unit)
+def progress_bar(total: int, desc: str, initial: int = 0, unit: str = "step",
+                 disable: bool = False):
+    """A tqdm bar when stderr is a terminal (or a silent one if `disable`), else `LogLines`."""
+    if disable or sys.stderr.isatty():
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=disable)
     return LogLines(total, desc, initial)
