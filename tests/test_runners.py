@@ -6,6 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
+
+from wsrl_wm.ablation import runners
+from wsrl_wm.ablation.cell import CellOutcome
+from wsrl_wm.ablation.plan import Cell
 
 SWEEP = """
 import signal, sys
@@ -45,3 +52,19 @@ def test_sigterm_to_a_sweep_stops_its_running_fit_and_starts_no_other(tmp_path):
         alive = False
     assert not alive, "the running fit outlived its sweep"
     assert not pid_file.exists(), "a queued fit started after the SIGTERM"
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "2"), ("1", "1")])
+def test_fits_share_the_cores_unless_the_user_chose_a_thread_count(monkeypatch, chosen,
+                                                                   expected):
+    seen = []
+    monkeypatch.setattr(runners, "cpu_cores", lambda: 4)
+    monkeypatch.setattr(runners, "run_cell", lambda cell, env, dip_window, fits: (
+        seen.append(env["OMP_NUM_THREADS"]) or CellOutcome(cell, True, 0.0)))
+    if chosen is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", chosen)
+    cells = [Cell(f"c{i}", "finetune", "wsrl", 0.0, i, Path("unused"), ()) for i in range(2)]
+    assert len(list(runners.LocalRunner(2).run(cells, {}, None))) == 2
+    assert seen == [expected, expected]
