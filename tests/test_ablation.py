@@ -106,7 +106,10 @@ def test_report_tables_reads_and_plots_hand_made_cells(tmp_path):
     dip_r0 = f"18 ± {12.706 * np.std([20, 16], ddof=1) / math.sqrt(2):.3g}"
     assert f"| wsrl | 0 | 2 | 50 ± 0 | {dip_r0} | 30 | " in table
     report = outputs["report"].read_text()
-    assert table in report and "first 20 online steps" in report
+    markdown, caption, paired = table.split("\n\n")  # printed: both of the report's tables
+    assert markdown in report and caption in report and paired in report
+    assert paired.startswith("| variant | r | pairs | Δ dip |")
+    assert "first 20 online steps" in report
     assert "The smallest mean dip was at r = 0.5: 5 ± 12.7 against " + dip_r0 in report
     assert "intervals overlap" in report
     assert "1 of 4 runs never got back to their switch score (forgot): wsrl_r0_seed1." in report
