@@ -201,7 +201,7 @@ def test_paper_configs_print_a_complete_config(capsys, family, phase):
     assert ("cql_alpha" if phase == "pretrain" else "warmup_steps: 5000") in printed
 
 
-BUILDABLE = [f"{folder}/{phase}" for folder in ("smoke", "cpu", "demo", "hopper")
+BUILDABLE = [f"{folder}/{phase}" for folder in ("smoke", "cpu", "hopper")
              for phase in ("pretrain", "finetune")]
 
 

@@ -137,13 +137,35 @@ def test_dataset_loads_with_sparse_mc_returns(umaze_dataset):
     np.testing.assert_allclose(data["mc_returns"][before], GAMMA, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("quality", "steps", "message"), [
-    ("random", 10, "unknown PointMaze quality"),
-    ("noisy", 0, "must be positive"),
+def test_eval_goals_command_the_evaluation_goal_from_random_starts(tmp_path):
+    """`goals="eval"`: every episode heads for the evaluation env's single goal from a random
+    free cell and starts afresh after reaching it (D4RL antmaze-umaze's recording)."""
+    path = tmp_path / "eval.hdf5"
+    metadata = collect_pointmaze("PointMaze_UMaze-v3", "noisy", 1500, 0, str(path), "eval")
+    raw, attrs = read_d4rl_file(path)
+    assert attrs["goals"] == "eval" and metadata["behaviour_success_rate"] >= 0.9
+    env = make_env("PointMaze_UMaze-v3")
+    maze = env.unwrapped.maze
+    assert {tuple(maze.cell_xy_to_rowcol(g)) for g in raw["observations"][:, 2:4]} == {(1, 1)}
+    starts = np.flatnonzero(np.r_[True, (raw["terminals"] | raw["timeouts"])[:-1]])
+    assert len(starts) >= 10 and raw["terminals"].sum() >= 10
+    # After a reached goal the next episode starts elsewhere, not where the goal was reached.
+    after_goal = np.flatnonzero(raw["terminals"][:-1]) + 1
+    moved = np.linalg.norm(raw["observations"][after_goal, 0:2]
+                           - raw["next_observations"][after_goal - 1, 0:2], axis=1)
+    assert np.mean(moved > 0.5) > 0.5
+    assert len({tuple(maze.cell_xy_to_rowcol(p)) for p in raw["observations"][starts, 0:2]}) >= 3
+
+
+@pytest.mark.parametrize(("quality", "steps", "goals", "message"), [
+    ("random", 10, "random", "unknown PointMaze quality"),
+    ("noisy", 0, "random", "must be positive"),
+    ("noisy", 10, "anywhere", "unknown PointMaze goals"),
 ])
-def test_collector_rejects_bad_options(tmp_path, quality, steps, message):
+def test_collector_rejects_bad_options(tmp_path, quality, steps, goals, message):
     with pytest.raises(WsrlError, match=message):
-        collect_pointmaze("PointMaze_UMaze-v3", quality, steps, 0, str(tmp_path / "x.hdf5"))
+        collect_pointmaze("PointMaze_UMaze-v3", quality, steps, 0, str(tmp_path / "x.hdf5"),
+                          goals)
     assert not (tmp_path / "x.hdf5").exists()
 
 

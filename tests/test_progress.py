@@ -1,27 +1,23 @@
-"""Progress output of `wsrl-wm fit` written to a log (not a terminal): plain lines, no redraws."""
-
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from wsrl_wm.progress import LogLines, progress_bar
 
 
-def test_a_logged_fit_prints_a_line_every_five_percent(tmp_path, pretrained):
-    log = tmp_path / "run.log"
-    with open(log, "w") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "wsrl_wm.cli", "fit", "--config",
-             str(ROOT / "configs/smoke/finetune.yaml"), "--model.pretrained", pretrained,
-             "--model.warmup_steps", "20", "--model.online_steps", "20",
-             "--trainer.default_root_dir", str(tmp_path / "run")],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"},
-            timeout=600)
-    text = log.read_text()
-    assert result.returncode == 0, text[-2000:]
-    assert "\r" not in text
-    lines = re.findall(r"^env step (\d+)/40 \((\d+)%\) phase=(\w+)", text, re.M)
-    assert [int(step) for step, _, _ in lines] == list(range(2, 41, 2))  # every 5 % of 40
-    assert lines[0][2] == "warmup" and lines[-1][2] == "online"
+def test_log_lines_print_one_line_every_five_percent(capsys):
+    bar = LogLines(total=1000, desc="collect")
+    bar.set_postfix(score="12.5")
+    for _ in range(1000):
+        bar.update(1)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 20 and "\r" not in "".join(lines)
+    assert lines[0].startswith("collect: 50/1000 (5%) score=12.5 [")
+    assert lines[-1].startswith("collect: 1000/1000 (100%)")
+
+
+def test_log_lines_resume_from_an_initial_count(capsys):
+    bar = LogLines(total=100, desc="train", initial=42)
+    bar.update(3)
+    assert capsys.readouterr().out.startswith("train: 45/100 (45%)")
+
+
+def test_a_log_gets_lines_not_redraw_frames():
+    # pytest captures stderr: not a terminal, as in a study's run.log
+    assert isinstance(progress_bar(10, "x"), LogLines)

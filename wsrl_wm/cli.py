@@ -14,7 +14,7 @@ from wsrl_wm.errors import WsrlError
 
 def collect_command(argv: list[str]) -> None:
     from wsrl_wm.collect import QUALITIES, TrainingBudget, collect_dataset
-    from wsrl_wm.pointmaze_collect import MAZE_QUALITIES
+    from wsrl_wm.pointmaze_collect import MAZE_GOALS, MAZE_QUALITIES
 
     parser = argparse.ArgumentParser(
         prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env, or "
@@ -24,6 +24,9 @@ def collect_command(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, required=True, help="transitions to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output .hdf5 path")
+    parser.add_argument("--goals", choices=MAZE_GOALS, default=None,
+                        help="PointMaze: goals anywhere (random, the default) or the "
+                        "evaluation goal from random starts (eval)")
     parser.add_argument("--save-policy", dest="save_policy_to", default=None,
                         help="also save the trained behaviour policy here (.pt)")
     parser.add_argument("--policy", default=None,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, SACConfig
@@ -29,6 +28,7 @@ from wsrl_wm.envs import env_dims, make_env, normalized_score, resolve_env
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.pointmaze_collect import collect_pointmaze
+from wsrl_wm.progress import progress_bar
 
 QUALITIES = ("random", "medium", "medium-replay", "expert")
 HIDDEN = (256, 256)  # the behaviour policy's networks (SACConfig's default)
@@ -123,8 +123,8 @@ class BehaviourTrainer:
         """Train until the stochastic policy's score reaches `target` or the step budget
         (shared by all calls) runs out; returns the last evaluation score."""
         budget, buffer = self.budget, self.buffer
-        progress = tqdm(total=budget.max_train_steps, initial=len(buffer),
-                        desc=f"train SAC to score {target:g}", unit="step")
+        progress = progress_bar(budget.max_train_steps, f"train SAC to score {target:g}",
+                                initial=len(buffer))
         while len(buffer) < budget.max_train_steps:
             step = len(buffer)
             if step < budget.random_steps:
@@ -151,13 +151,16 @@ def rollout(actor: TanhGaussianActor | None, env_name: str, steps: int, seed: in
     """`steps` transitions of the actor's stochastic policy (uniform actions if no actor)."""
     env = make_env(env_name, seed)
     recorder = EpisodeRecorder(env, seed)
-    for _ in tqdm(range(steps), desc="collect", unit="step"):
+    progress = progress_bar(steps, "collect")
+    for _ in range(steps):
         if actor is None:
             action = env.action_space.sample()
         else:
             with torch.no_grad():
                 action = actor(torch.as_tensor(recorder.obs, dtype=torch.float32))[0].numpy()
         recorder.step(action)
+        progress.update(1)
+    progress.close()
     return recorder
 
 
@@ -232,7 +235,7 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
 
 def collect_dataset(env: str, quality: str, steps: int, seed: int, out: str,
                     budget: TrainingBudget | None = None, save_policy_to: str | None = None,
-                    policy: str | None = None) -> dict:
+                    policy: str | None = None, goals: str | None = None) -> dict:
     """Any dataset the project builds itself: PointMaze by its waypoint planner, locomotion
     by SAC behaviour policies (`collect`); the other sparse families' data come from Minari."""
     spec = resolve_env(env)
@@ -240,7 +243,9 @@ def collect_dataset(env: str, quality: str, steps: int, seed: int, out: str,
         if save_policy_to or policy:
             raise WsrlError("PointMaze data come from the waypoint planner: there is no "
                             "behaviour policy to save or load")
-        return collect_pointmaze(env, quality, steps, seed, out)
+        return collect_pointmaze(env, quality, steps, seed, out, goals or "random")
+    if goals:
+        raise WsrlError(f"--goals is a PointMaze option; {env!r} has no goals")
     if spec.sparse:
         raise WsrlError(f"{env!r}: the collector builds locomotion and PointMaze data; "
                         f"{spec.family} data come from Minari (docs/sparse_tasks.md)")

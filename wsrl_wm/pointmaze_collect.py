@@ -9,21 +9,25 @@ antmaze rule in wsrl_wm.envs.sparse), and a goal not reached within the env's ti
 with a timeout, after which the env is reset. Rewards are the env's raw sparse 0/1.
 
 Qualities: `noisy` adds N(0, 0.5²) to every action (Minari's recipe), `clean` adds none.
+Goals: `random` draws each goal anywhere in the maze (Minari's recipe, as antmaze "diverse");
+`eval` commands the evaluation env's single goal from a random free cell every episode and resets
+after reaching it (as D4RL's antmaze-umaze data were recorded with the test goal).
 """
 
 from collections import deque
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
 
 from wsrl_wm.data import write_d4rl_file
 from wsrl_wm.envs.make import make_sparse_env, register_robotics_envs
 from wsrl_wm.envs.registry import resolve_env
 from wsrl_wm.envs.task_functions import ACHIEVED, DESIRED
 from wsrl_wm.errors import WsrlError
+from wsrl_wm.progress import progress_bar
 
 MAZE_QUALITIES = {"clean": 0.0, "noisy": 0.5}  # action noise standard deviation
+MAZE_GOALS = ("random", "eval")
 VELOCITY = slice(6, 8)  # flat observation: achieved (2), desired (2), position (2), velocity (2)
 # Minari's pointmaze recipe (docs/tutorials/dataset_creation/point_maze_dataset.py): PD gains,
 # the distance at which a waypoint counts as reached, and each waypoint is its cell's centre
@@ -113,7 +117,8 @@ class WaypointController:
         return cell == self.waypoint or self.planner.next_cell(cell) == self.waypoint
 
 
-def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str) -> dict:
+def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str,
+                      goals: str = "random") -> dict:
     """Write a D4RL-format PointMaze dataset of `steps` rows to `out`; return its metadata."""
     spec = resolve_env(env)
     if spec.family != "pointmaze":
@@ -121,15 +126,18 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str) -
     if quality not in MAZE_QUALITIES:
         raise WsrlError(f"unknown PointMaze quality {quality!r}; choose one of "
                         f"{', '.join(MAZE_QUALITIES)}")
+    if goals not in MAZE_GOALS:
+        raise WsrlError(f"unknown PointMaze goals {goals!r}; choose one of {', '.join(MAZE_GOALS)}")
     if steps <= 0:
         raise WsrlError(f"--steps must be positive, got {steps}")
     register_robotics_envs()
     time_limit = gym.spec(spec.gym_id).max_episode_steps
     # Continuing: a reached goal is replaced in place; the time limit is applied here, per goal.
-    # Goals anywhere: the registered map, not the single-goal evaluation map.
-    sim = make_sparse_env(spec, continuing_task=True, reset_target=True,
-                          maze_map=gym.spec(spec.gym_id).kwargs["maze_map"],
-                          max_episode_steps=steps + 1)
+    # Goals anywhere: the registered map; the evaluation goal: the evaluation env's own map.
+    continuing = goals == "random"
+    maze = {"maze_map": gym.spec(spec.gym_id).kwargs["maze_map"]} if continuing else {}
+    sim = make_sparse_env(spec, continuing_task=continuing, reset_target=continuing,
+                          max_episode_steps=steps + 1, **maze)
     rng = np.random.default_rng(seed)
     sim.action_space.seed(seed)
     controller = WaypointController(sim.unwrapped.maze, rng)
@@ -138,7 +146,8 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str) -
         "observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
     obs, _ = sim.reset(seed=seed)
     episode_steps, outcomes = 0, []  # outcomes: 1.0 reached, 0.0 timed out, per goal
-    for _ in tqdm(range(steps), desc=f"collect {spec.gym_id} ({quality})", unit="step"):
+    progress = progress_bar(steps, f"collect {spec.gym_id} ({quality}, {goals} goals)")
+    for _ in range(steps):
         action = controller.action(obs) + noise * rng.standard_normal(2)
         action = np.clip(action, sim.action_space.low, sim.action_space.high).astype(np.float32)
         next_obs, reward, _, _, info = sim.step(action)
@@ -149,17 +158,19 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str) -
                            ("next_observations", next_obs), ("terminals", reached),
                            ("timeouts", timeout)):
             rows[key].append(value)
-        if reached:  # the env already drew the next goal; it is observed from the next row on
+        if reached and continuing:  # the env drew the next goal; observed from the next row on
             outcomes.append(1.0)
             obs = next_obs.copy()
             obs[DESIRED] = sim.unwrapped.goal
             episode_steps = 0
-        elif timeout:
-            outcomes.append(0.0)
+        elif reached or timeout:
+            outcomes.append(float(reached))
             obs, _ = sim.reset()
             episode_steps = 0
         else:
             obs = next_obs
+        progress.update(1)
+    progress.close()
     sim.close()
     arrays = {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}
     arrays["terminals"] = arrays["terminals"].astype(bool)
@@ -168,7 +179,7 @@ def collect_pointmaze(env: str, quality: str, steps: int, seed: int, out: str) -
         arrays["timeouts"][-1] = True  # the step budget cuts the last goal's episode
     success = float(np.mean(outcomes)) if outcomes else 0.0
     metadata = {
-        "env": spec.gym_id, "quality": quality, "seed": seed, "steps": steps,
+        "env": spec.gym_id, "quality": quality, "goals": goals, "seed": seed, "steps": steps,
         "episodes": len(outcomes), "behaviour_success_rate": success,
         "behaviour_score": 100.0 * success,
         "behaviour_return": float(arrays["rewards"].sum() / max(len(outcomes), 1)),

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,43 @@ def load_done(cell: Cell) -> dict | None:
     return record
 
 
-def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellOutcome:
-    """Run the cell's fit as a subprocess (env adds to the inherited environment) and, on
-    success, write done.json atomically with its summary and curves."""
+class RunningFits:
+    """The fit subprocesses of one local run, so that a stop (Ctrl-C, or a SIGTERM that the
+    terminal's process group does not pass on to them) ends them and starts no other."""
+
+    def __init__(self):
+        self.lock, self.fits, self.stopped = threading.Lock(), set(), False
+
+    def start(self, command: list[str], **popen) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopped:
+                return None
+            fit = subprocess.Popen(command, **popen)
+            self.fits.add(fit)
+            return fit
+
+    def wait(self, fit: subprocess.Popen) -> int:
+        code = fit.wait()
+        with self.lock:
+            self.fits.discard(fit)
+        return code
+
+    def stop(self) -> None:
+        """SIGTERM every running fit (each unwinds and removes its temporary files) and wait."""
+        with self.lock:
+            self.stopped, fits = True, list(self.fits)
+        for fit in fits:
+            fit.terminate()
+        for fit in fits:
+            fit.wait()
+
+
+def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None,
+             fits: RunningFits | None = None) -> CellOutcome:
+    """Run the cell's fit as a subprocess (env adds to the inherited environment; `fits`
+    tracks it for a stop) and, on success, write done.json atomically with its summary and
+    curves."""
+    fits = fits or RunningFits()
     start = time.monotonic()
     cell.root.mkdir(parents=True, exist_ok=True)
     command = fit_command(cell)
@@ -71,8 +106,11 @@ def run_cell(cell: Cell, env: dict[str, str], dip_window: float | None) -> CellO
     write_text_atomic(cell.root / "command.txt", f"{settings} {shlex.join(command)}\n")
     log_path = cell.root / "run.log"
     with open(log_path, "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, env={**os.environ, **env}).returncode
+        fit = fits.start(command, stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, env={**os.environ, **env})
+        code = fits.wait(fit) if fit else None
+    if code is None:
+        return CellOutcome(cell, False, 0.0, error="the run was stopped before this cell began")
     try:
         if code:
             raise WsrlError(f"fit exited with code {code}")

@@ -199,6 +199,11 @@ def _within(windows: list[float]) -> str:
     return f"the first {', '.join(f'{w:g}' for w in sorted(set(windows)))} online steps"
 
 
+PAIRED_CAPTION = ("Paired difference to WSRL (r = 0): per seed, variant − WSRL on the same "
+                  "pretrained checkpoint; mean [95 % percentile-bootstrap CI over seeds, "
+                  f"{RESAMPLES} resamples].")
+
+
 def render_report(groups: list[Group], windows: list[float], images: list[Path],
                   title: str = "Rollout-ratio ablation", dataset_score: float | None = None,
                   setup: str = "") -> str:
@@ -212,9 +217,7 @@ def render_report(groups: list[Group], windows: list[float], images: list[Path],
         "evaluation; AUC: time-averaged score; Q drift: change of mean Q(s, π(s)) on the offline "
         "probe from the switch to the end.",
         markdown_table(groups),
-        paired and ("## Paired difference to WSRL (r = 0)\n\nPer seed, variant − WSRL on the "
-                    "same pretrained checkpoint; mean [95 % percentile-bootstrap CI over "
-                    f"seeds, {RESAMPLES} resamples].\n\n{paired}"),
+        paired and f"## Paired difference to WSRL (r = 0)\n\n{PAIRED_CAPTION}\n\n{paired}",
         "## Reading\n\n" + " ".join(filter(None, [regime(groups, dataset_score),
                                                   interpret(groups, windows),
                                                   paired_reading(groups)])),
@@ -318,4 +321,6 @@ def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | N
                                                        dataset_score, setup))
     if wandb_mode != "disabled" and rows:
         log_to_wandb(out, rows, images, wandb_mode, config)
-    return outputs, markdown_table(groups)
+    paired = paired_table(groups)  # printed too: the answer a reader wants is the difference
+    return outputs, markdown_table(groups) + (f"\n\n{PAIRED_CAPTION}\n\n{paired}"
+                                              if paired else "")

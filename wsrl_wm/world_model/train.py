@@ -6,8 +6,8 @@ import math
 from collections.abc import Iterable
 
 import torch
-from tqdm import tqdm
 
+from wsrl_wm.progress import progress_bar
 from wsrl_wm.world_model.model import WorldModel, WorldModelConfig, generator_device
 
 
@@ -113,8 +113,8 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
         tracker.update(before)
     train_loss = math.nan
 
-    epochs = tqdm(range(config.max_epochs), desc="world model", unit="epoch", disable=not progress)
-    for _ in epochs:
+    epochs = progress_bar(config.max_epochs, "world model", unit="epoch", disable=not progress)
+    for _ in range(config.max_epochs):
         shuffle = torch.rand(bootstrap.shape, generator=generator, device=draw).argsort(dim=1)
         rows = bootstrap.gather(1, shuffle.to(device))
         losses = []
@@ -129,8 +129,10 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
         holdout_mse = member_mse(model, inputs[holdout], targets[holdout])
         epochs.set_postfix(train_loss=f"{train_loss:.3f}",
                            holdout_mse=f"{holdout_mse.min().item():.4f}")
+        epochs.update(1)
         if tracker.update(holdout_mse):
             break
+    epochs.close()
     tracker.restore()
 
     best = tracker.best_loss
