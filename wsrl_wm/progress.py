@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 
 class LogLines:
-    """tqdm's `update` / `set_postfix` / `close`, printing a line every `every_percent`."""
+    """tqdm's `update` / `set_postfix` / `close`, printing a line to stderr (where tqdm
+    writes) every `every_percent`."""
 
     def __init__(self, total: int, desc: str, initial: int = 0, every_percent: int = 5):
         self.total, self.desc, self.n, self.every = total, desc, initial, every_percent
@@ -21,7 +22,8 @@ class LogLines:
         if self.total and 100 * self.n >= self.next_mark * self.total:
             self.next_mark = (100 * self.n // self.total // self.every + 1) * self.every
             print(f"{self.desc}: {self.n}/{self.total} ({100 * self.n / self.total:.0f}%) "
-                  f"{self.postfix}[{time.monotonic() - self.start:.0f} s]", flush=True)
+                  f"{self.postfix}[{time.monotonic() - self.start:.0f} s]", file=sys.stderr,
+                  flush=True)
 
     def set_postfix(self, **values) -> None:
         self.postfix = "".join(f"{key}={value} " for key, value in values.items())
