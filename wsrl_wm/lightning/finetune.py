@@ -22,7 +22,7 @@ from wsrl_wm.envs.state import get_env_state, set_env_state
 from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
-from wsrl_wm.lightning.checkpoint import load_pretrained, submodule_state
+from wsrl_wm.lightning.bundle import PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
@@ -32,7 +32,6 @@ from wsrl_wm.world_model import (
     ModelBuffer,
     RolloutConfig,
     WorldModel,
-    WorldModelConfig,
     branched_rollout,
     h_step_error,
     one_step_error,
@@ -72,33 +71,31 @@ class FinetuneModule(LightningModule):
                             offline_dataset, rollout, buffer_capacity)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        ckpt = load_pretrained(pretrained)
-        pre = ckpt["hyper_parameters"]
-        self.env_name = ckpt["env"]
+        bundle = PretrainedBundle.load(pretrained)
+        self.env_name = bundle.env
         obs_dim, act_dim = env_dims(self.env_name)
         if env is not None and env_dims(env) != (obs_dim, act_dim):
             raise WsrlError(f"{pretrained} was pretrained on {self.env_name!r}, which does not "
                             f"match env {env!r}; pretrain on {env!r} first")
-        self.agent = self._online_agent(CQLConfig(**ckpt["agent_config"]), obs_dim, act_dim)
-        self.agent.load_state_dict(submodule_state(ckpt["state_dict"], "agent", self.agent))
+        self.agent = self._online_agent(bundle.agent_config, obs_dim, act_dim)
+        self.agent.load_state_dict(bundle.agent_state_for(self.agent))
         self.agent.compile_losses(online_steps)
         self.optimizer_names = list(self.agent.make_optimizers())
-        self._pretrained_optimizers = dict(zip(ckpt["optimizer_names"], ckpt["optimizer_states"],
-                                               strict=True))
-        self.reward_scale, self.reward_bias = pre["reward_scale"], pre["reward_bias"]
-        self.probe = ckpt["probe"]  # offline rows for diagnostics only: never a loss or buffer
+        self._pretrained_optimizers = bundle.optimizer_states
+        self.reward_scale, self.reward_bias = bundle.reward_scale, bundle.reward_bias
+        self.probe = bundle.probe  # offline rows for diagnostics only: never a loss or buffer
         self.calql_online = isinstance(self.agent, CQL) and self.agent.config.calql
         if self.calql_online:
             self.buffer = EpisodeReplayBuffer(buffer_capacity, obs_dim, act_dim,
                                               self.agent.config.discount,
-                                              pre["sparse_negative_reward"])
+                                              bundle.sparse_negative_reward)
         else:
             self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
         self.offline_buffer = None
         if retain_offline_ratio > 0:
             offline = load_offline_tensors(offline_dataset, self.env_name,
                                            self.agent.config.discount, self.reward_scale,
-                                           self.reward_bias, pre["sparse_negative_reward"])
+                                           self.reward_bias, bundle.sparse_negative_reward)
             self.offline_buffer = ReplayBuffer.for_transitions(
                 len(offline["rewards"]), obs_dim, act_dim, with_mc_returns=self.calql_online)
             self.offline_buffer.add(offline)
@@ -110,7 +107,7 @@ class FinetuneModule(LightningModule):
                             "rollouts have none: use rollout.ratio 0 or online_cql_alpha 0")
         if rollout.ratio > 0:  # r = 0 is plain WSRL: the world model is not even loaded
             self.world_model = self._pretrained_world_model(
-                ckpt, obs_dim, act_dim, rollout.uncertainty_quantile is not None)
+                bundle, obs_dim, act_dim, rollout.uncertainty_quantile is not None)
             self.world_model.requires_grad_(rollout.adapt_interval > 0)
             self.model_buffer = ModelBuffer(rollout.buffer_capacity(0), obs_dim, act_dim)
             self.terminated = termination_fn(self.env_name)
@@ -174,15 +171,15 @@ class FinetuneModule(LightningModule):
         return SAC(obs_dim, act_dim, SACConfig(**shared))
 
     @staticmethod
-    def _pretrained_world_model(ckpt: dict, obs_dim: int, act_dim: int, gated: bool
-                                ) -> WorldModel:
-        if ckpt.get("world_model_config") is None:
+    def _pretrained_world_model(bundle: PretrainedBundle, obs_dim: int, act_dim: int,
+                                gated: bool) -> WorldModel:
+        if bundle.world_model_config is None:
             raise WsrlError("rollout.ratio > 0 needs a world model in the pretrained checkpoint; "
                             "pretrain with model.world_model set")
-        world_model = WorldModel(obs_dim, act_dim, WorldModelConfig(**ckpt["world_model_config"]))
-        state = submodule_state(ckpt["state_dict"], "world_model")
+        world_model = WorldModel(obs_dim, act_dim, bundle.world_model_config)
         # Checkpoints from before the gate's calibration lack its two buffers: usable ungated.
-        missing = world_model.load_state_dict(state, strict=False).missing_keys
+        missing = world_model.load_state_dict(bundle.world_model_state,
+                                              strict=False).missing_keys
         if set(missing) - {"target_std", "disagreement_quantiles"}:
             raise WsrlError(f"the world model in the checkpoint lacks {missing}; pretrain again")
         if missing and gated:
