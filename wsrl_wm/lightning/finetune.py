@@ -21,12 +21,12 @@ from wsrl_wm.envs import env_dims, make_env, termination_fn
 from wsrl_wm.envs.state import get_env_state, set_env_state
 from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.evaluation import evaluate
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
 from wsrl_wm.lightning.bundle import PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
-from wsrl_wm.metrics import summarize
+from wsrl_wm.metrics import MODEL_COLUMNS, PROBE, SCORE, dip_window_for, unlearning_metrics
 from wsrl_wm.run_info import write_run_info
 from wsrl_wm.world_model import (
     ModelBuffer,
@@ -118,7 +118,7 @@ class FinetuneModule(LightningModule):
         self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
         self.evaluations: list[dict] = []  # every evaluation's metrics, also in evaluations.csv
         self._resumed: dict | None = None
-        self.dip_window = online_steps // 4 if dip_window is None else dip_window
+        self.dip_window = dip_window_for(dip_window, online_steps)
         self.checkpoint_interval = checkpoint_interval  # env steps between resumable checkpoints
         self.sampler = torch.Generator().manual_seed(seed)
         imagination_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
@@ -344,13 +344,13 @@ class FinetuneModule(LightningModule):
         model unlearn the offline data?), and the H-step error (H = the largest rollout
         horizon) of open-loop predictions along the real trajectories in `fresh`."""
         probe = self._on_device(self.probe)
-        metrics = {"model/one_step_mse": one_step_error(self.world_model, fresh),
-                   "model/probe_mse": one_step_error(self.world_model, probe)}
+        metrics = {MODEL_COLUMNS["model_one_step"]: one_step_error(self.world_model, fresh),
+                   MODEL_COLUMNS["model_probe"]: one_step_error(self.world_model, probe)}
         horizon = max(self.rollout.horizon, self.rollout.max_horizon or 0)
         states, actions = trajectory_windows(fresh, horizon)
         if len(states):
             errors = h_step_error(self.world_model, states, actions)
-            metrics["model/h_step_mse"] = float(errors[-1])
+            metrics[MODEL_COLUMNS["model_h_step"]] = float(errors[-1])
         return metrics
 
     def adapt_world_model(self) -> None:
@@ -407,12 +407,12 @@ class FinetuneModule(LightningModule):
     def run_evaluation(self) -> None:
         """Score, plus Q diagnostics on the offline probe and on the latest online data."""
         self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
-                                  self.hparams.seed + 10**6)
+                                  self.hparams.seed + EVAL_SEED_OFFSET)
         probe = {k: v.to(self.device) for k, v in self.probe.items()}
         latest = self.buffer.latest(len(probe["rewards"]))
         latest = {k: v.to(self.device) for k, v in latest.items()}
         metrics = {**self.last_eval, **self.unlearning_so_far(),
-                   **q_diagnostics(self.agent, probe, "probe"),
+                   **q_diagnostics(self.agent, probe, PROBE),
                    **q_diagnostics(self.agent, latest, "online")}
         log_at_env_step(self, metrics, self.env_step)
         self.evaluations.append({"env_step": self.env_step, **metrics})
@@ -423,19 +423,13 @@ class FinetuneModule(LightningModule):
         """S0, dip, recovery (or not yet: `unlearning/forgetting` = 1) of the curve so far."""
         steps, scores = self.score_curve
         steps.append(self.env_step - self.hparams.warmup_steps)
-        scores.append(self.last_eval["eval/normalized_score"])
-        summary = summarize(steps, scores, self.dip_window)
-        metrics = {"unlearning/s0": summary["s0"], "unlearning/dip": summary["dip"],
-                   "unlearning/forgetting": float(summary["forgot"]),
-                   "unlearning/auc": summary["auc"]}
-        if not summary["forgot"]:
-            metrics["unlearning/recovery_step"] = summary["recovery_step"]
-        return metrics
+        scores.append(self.last_eval[SCORE])
+        return unlearning_metrics(steps, scores, self.dip_window)
 
 
     def progress_metrics(self) -> dict:
         phase = "warmup" if self.env_step < self.hparams.warmup_steps else "online"
         metrics = {"env_step": self.env_step, "phase": phase}
-        if "eval/normalized_score" in self.last_eval:
-            metrics["score"] = f"{self.last_eval['eval/normalized_score']:.1f}"
+        if SCORE in self.last_eval:
+            metrics["score"] = f"{self.last_eval[SCORE]:.1f}"
         return metrics

@@ -7,11 +7,12 @@ from torch.utils.data import DataLoader
 from wsrl_wm.agents import CQL, CQLConfig
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.evaluation import evaluate
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
 from wsrl_wm.lightning.bundle import BUNDLE_KEY, PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
 from wsrl_wm.lightning.offline_data import RandomBatches, load_offline_tensors
+from wsrl_wm.metrics import SCORE
 from wsrl_wm.world_model import WorldModel, WorldModelConfig, train_world_model
 
 
@@ -85,11 +86,11 @@ class PretrainModule(LightningModule):
             log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
             self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
-                                      self.hparams.seed + 10**6)
+                                      self.hparams.seed + EVAL_SEED_OFFSET)
             log_at_env_step(self, self.last_eval, step)
 
     def progress_metrics(self) -> dict:
-        score = self.last_eval.get("eval/normalized_score")
+        score = self.last_eval.get(SCORE)
         return {"phase": "pretrain", **({"score": f"{score:.1f}"} if score is not None else {})}
 
     def bundle(self, optimizer_states: list[dict]) -> PretrainedBundle:
