@@ -9,6 +9,7 @@ import torch
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.agents.sac import frozen
+from wsrl_wm.agents.update import EagerSteps
 from wsrl_wm.benchmark.measure import flops
 
 OBS, ACT = 3, 2
@@ -244,7 +245,7 @@ def test_actor_step_does_not_move_critics():
     optimizers = agent.make_optimizers()
     critic_before = [p.detach().clone() for p in agent.critic.parameters()]
     actor_before = [p.detach().clone() for p in agent.actor.parameters()]
-    agent.actor_step(make_batch(16), optimizers)
+    EagerSteps(agent.updater, optimizers).actor_and_temperature(make_batch(16))
     for before, after in zip(critic_before, agent.critic.parameters(), strict=True):
         assert torch.equal(before, after)
     assert any(not torch.equal(b, a) for b, a in zip(actor_before, agent.actor.parameters(),
@@ -648,7 +649,7 @@ def test_lagrange_alpha_not_touched_by_critic_optimizer():
     critic_params = {id(p) for g in optimizers["critic"].param_groups for p in g["params"]}
     assert id(agent.cql_log_alpha.log_value) not in critic_params
     before = agent.cql_log_alpha.log_value.item()
-    agent.critic_step(make_batch(8), optimizers["critic"])
+    EagerSteps(agent.updater, optimizers).critic(make_batch(8), 0)
     assert agent.cql_log_alpha.log_value.item() == before
 
 
