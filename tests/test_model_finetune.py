@@ -7,8 +7,8 @@ from conftest import fit_module
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
-from wsrl_wm.lightning import finetune as finetune_module
 from wsrl_wm.lightning.bundle import PretrainedBundle
+from wsrl_wm.online import imagination as imagination_module
 from wsrl_wm.world_model import RolloutConfig, WorldModel, branched_rollout
 
 SHORT = dict(warmup_steps=30, online_steps=8, utd=2, batch_size=32, eval_interval=100,
@@ -72,7 +72,7 @@ def test_rollouts_start_only_from_online_states(pretrained, hopper_dataset, tmp_
         starts.append(start_obs.clone())
         return branched_rollout(world_model, actor, start_obs, *args, **kwargs)
 
-    monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
+    monkeypatch.setattr(imagination_module, "branched_rollout", recording_rollout)
     module = FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(ratio=0.5, **ROLLOUTS))
     fit_module(module, tmp_path)
     assert [len(s) for s in starts] == [16, 16]  # at the switch and `interval` steps later
@@ -91,7 +91,7 @@ def test_model_warmup_adds_imagined_transitions_at_the_switch(pretrained, tmp_pa
         starts.append(len(start_obs))
         return branched_rollout(world_model, actor, start_obs, *args, **kwargs)
 
-    monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
+    monkeypatch.setattr(imagination_module, "branched_rollout", recording_rollout)
     rollout = RolloutConfig(ratio=0.5, **{**ROLLOUTS, "horizon": 2}, warmup_imagined=100)
     fit_module(FinetuneModule(pretrained, **SHORT, rollout=rollout), tmp_path)
     assert starts == [16 + 50, 16]  # 100 imagined transitions need 50 two-step rollouts
