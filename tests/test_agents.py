@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import make_batch
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.agents.sac import frozen
@@ -14,18 +15,6 @@ from wsrl_wm.benchmark.measure import flops
 
 OBS, ACT = 3, 2
 SMALL = dict(critic_hidden=(8,), actor_hidden=(8,), layer_norm=False)
-
-
-def make_batch(batch_size: int, seed: int = 0, obs_dim: int = OBS, act_dim: int = ACT) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "observations": torch.randn(batch_size, obs_dim, generator=g),
-        "actions": torch.rand(batch_size, act_dim, generator=g) * 2 - 1,
-        "rewards": torch.randn(batch_size, generator=g),
-        "next_observations": torch.randn(batch_size, obs_dim, generator=g),
-        "terminals": torch.zeros(batch_size),
-        "mc_returns": torch.randn(batch_size, generator=g),
-    }
 
 
 def constant_target_critics(agent: SAC) -> None:

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from test_agents import make_batch
+from conftest import make_batch
 
 from wsrl_wm import allocator
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig, compilation
