@@ -19,7 +19,7 @@ from wsrl_wm.benchmark import suite
 
 STAGES = {"td_target": "TD target (no grad)", "cql_gap": "CQL gap forward (with π samples)",
           "critic_loss": "critic loss forward (all of it)",
-          "actor_step": "actor + temperature step", "update_target": "target lerp"}
+          "actor_loss": "actor loss (with its critic pass)", "update_target": "target lerp"}
 
 
 def main() -> None:

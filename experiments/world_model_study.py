@@ -74,13 +74,12 @@ def rounds(run_root: Path) -> dict[str, dict[int, float]]:
 
 def load_world_model(checkpoint: Path):
     """The world model in a pretraining or fine-tuning checkpoint."""
-    from wsrl_wm.world_model import WorldModel, WorldModelConfig
+    from wsrl_wm.lightning.bundle import BUNDLE_KEY, PretrainedBundle
+    from wsrl_wm.world_model import WorldModel
 
     ckpt = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    config = ckpt.get("world_model_config") or torch.load(
-        ckpt["hyper_parameters"]["pretrained"], weights_only=False,
-        map_location="cpu")["world_model_config"]
-    model = WorldModel(11, 3, WorldModelConfig(**config))
+    pretrained = checkpoint if BUNDLE_KEY in ckpt else ckpt["hyper_parameters"]["pretrained"]
+    model = WorldModel(11, 3, PretrainedBundle.load(pretrained).world_model_config)
     model.load_state_dict({k.removeprefix("world_model."): v for k, v in
                            ckpt["state_dict"].items() if k.startswith("world_model.")})
     return model

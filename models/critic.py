@@ -30,8 +30,8 @@ class CriticEnsemble(nn.Module):
         are spread, instead of N·B for every critic on every row. The actor step uses it because
         the gradient of min_i Q_i flows only through each row's minimising critic. It makes one
         host sync (the number of chunks), or with `static` none: it then always runs the bound,
-        2N − 1 chunks (spares repeat a row and are dropped), so that one compiled graph can hold
-        it.
+        2N − 1 chunks (spares repeat a row and are dropped), so its shapes do not depend on the
+        data.
         """
         rows, critics = len(obs), self.num_critics
         width = -(-rows // critics)
@@ -43,7 +43,7 @@ class CriticEnsemble(nn.Module):
         chunks = (counts + width - 1) // width  # per critic; they sum to at most 2N − 1
         chunk_end = torch.cumsum(chunks, 0)
         first_chunk = chunk_end - chunks
-        total = 2 * critics - 1 if static else count(chunks)
+        total = 2 * critics - 1 if static else int(chunks.sum())
         chunk_ids = torch.arange(total, device=obs.device)
         chunk_critic = torch.searchsorted(chunk_end, chunk_ids, right=True).clamp(max=critics - 1)
         chunk_rank = chunk_ids - first_chunk[chunk_critic]
@@ -58,9 +58,3 @@ class CriticEnsemble(nn.Module):
         return torch.empty(rows, dtype=q.dtype, device=q.device).index_put(
             (order,), q[chunk, rank % width])
 
-
-@torch.compiler.disable
-def count(chunks: torch.Tensor) -> int:
-    """The one host sync of `per_row`; compiled callers break their graph here by design (the
-    number of chunks is data-dependent) instead of warning about `Tensor.item()`."""
-    return int(chunks.sum())

@@ -18,11 +18,9 @@ class EnsembleLinear(nn.Module):
     with `members` (K indices) E becomes K. Each member is initialised like nn.Linear, so an
     ensemble of one behaves like nn.Linear. A one-output layer (a critic's head) is computed as
     a product and a sum, not a batched matmul: a one-column matmul runs as a slow matrix-vector
-    product, while torch.compile fuses the product and sum into the kernel before it (+6 % on
-    the compiled SAC update, docs/performance.md). Compiled, the bias is added after the
-    batched matmul, where it fuses into the LayerNorm that follows, instead of `baddbmm`
-    first copying the broadcast bias into its output (1–3 % on the compiled update); eager
-    keeps `baddbmm`, which saves a pass.
+    product, while a fusing compiler folds the product and sum into the kernel before it (+6 %
+    on the compiled SAC update, docs/performance.md). Batched inputs add the bias inside the
+    matmul (`baddbmm`), which saves a pass.
     """
 
     def __init__(self, num_members: int, in_features: int, out_features: int):
@@ -38,8 +36,6 @@ class EnsembleLinear(nn.Module):
         if weight.shape[-1] == 1:  # a head: one dot product per row (see below)
             return (x * weight.transpose(-1, -2)).sum(-1, keepdim=True) + bias
         if x.dim() == 3:
-            if torch.compiler.is_compiling():  # the add fuses into the next kernel (see above)
-                return torch.bmm(x, weight) + bias
             return torch.baddbmm(bias, x, weight)
         return torch.matmul(x, weight) + bias
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 OBS_DIM = 11  # Hopper-v5
 ACT_DIM = 3
@@ -50,6 +51,19 @@ def build_raw(episodes, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, rewards=
         "rewards": np.asarray(rew, dtype=np.float32),
         "terminals": terminals,
         "timeouts": timeouts,
+    }
+
+
+def make_batch(batch_size: int, seed: int = 0, obs_dim: int = 3, act_dim: int = 2) -> dict:
+    """A random batch of transitions (MC returns included) for the agent tests."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "observations": torch.randn(batch_size, obs_dim, generator=g),
+        "actions": torch.rand(batch_size, act_dim, generator=g) * 2 - 1,
+        "rewards": torch.randn(batch_size, generator=g),
+        "next_observations": torch.randn(batch_size, obs_dim, generator=g),
+        "terminals": torch.zeros(batch_size),
+        "mc_returns": torch.randn(batch_size, generator=g),
     }
 
 

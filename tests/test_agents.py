@@ -6,25 +6,15 @@ import math
 
 import pytest
 import torch
+from conftest import make_batch
 
 from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
 from wsrl_wm.agents.sac import frozen
+from wsrl_wm.agents.update import EagerSteps
 from wsrl_wm.benchmark.measure import flops
 
 OBS, ACT = 3, 2
 SMALL = dict(critic_hidden=(8,), actor_hidden=(8,), layer_norm=False)
-
-
-def make_batch(batch_size: int, seed: int = 0, obs_dim: int = OBS, act_dim: int = ACT) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "observations": torch.randn(batch_size, obs_dim, generator=g),
-        "actions": torch.rand(batch_size, act_dim, generator=g) * 2 - 1,
-        "rewards": torch.randn(batch_size, generator=g),
-        "next_observations": torch.randn(batch_size, obs_dim, generator=g),
-        "terminals": torch.zeros(batch_size),
-        "mc_returns": torch.randn(batch_size, generator=g),
-    }
 
 
 def constant_target_critics(agent: SAC) -> None:
@@ -244,7 +234,7 @@ def test_actor_step_does_not_move_critics():
     optimizers = agent.make_optimizers()
     critic_before = [p.detach().clone() for p in agent.critic.parameters()]
     actor_before = [p.detach().clone() for p in agent.actor.parameters()]
-    agent.actor_step(make_batch(16), optimizers)
+    EagerSteps(agent.updater, optimizers).actor_and_temperature(make_batch(16))
     for before, after in zip(critic_before, agent.critic.parameters(), strict=True):
         assert torch.equal(before, after)
     assert any(not torch.equal(b, a) for b, a in zip(actor_before, agent.actor.parameters(),
@@ -648,7 +638,7 @@ def test_lagrange_alpha_not_touched_by_critic_optimizer():
     critic_params = {id(p) for g in optimizers["critic"].param_groups for p in g["params"]}
     assert id(agent.cql_log_alpha.log_value) not in critic_params
     before = agent.cql_log_alpha.log_value.item()
-    agent.critic_step(make_batch(8), optimizers["critic"])
+    EagerSteps(agent.updater, optimizers).critic(make_batch(8), 0)
     assert agent.cql_log_alpha.log_value.item() == before
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ACT_DIM, OBS_DIM, PRETRAIN_STEPS, TINY_AGENT, TINY_WORLD_MODEL, fit_module
+from conftest import make_batch as random_batch
 from lightning.pytorch import Callback
 
 from wsrl_wm.agents import CQL, CQLConfig, SACConfig
@@ -27,12 +28,7 @@ NAN = float("nan")
 
 
 def make_batch(size: int = 8) -> dict:
-    g = torch.Generator().manual_seed(0)
-    return {"observations": torch.randn(size, OBS_DIM, generator=g),
-            "actions": torch.rand(size, ACT_DIM, generator=g) * 2 - 1,
-            "rewards": torch.randn(size, generator=g),
-            "next_observations": torch.randn(size, OBS_DIM, generator=g),
-            "terminals": torch.zeros(size), "mc_returns": torch.randn(size, generator=g)}
+    return random_batch(size, obs_dim=OBS_DIM, act_dim=ACT_DIM)
 
 
 def make_agent(**overrides) -> tuple[CQL, dict]:

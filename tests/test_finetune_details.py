@@ -18,6 +18,7 @@ from wsrl_wm.agents.batches import split_batch
 from wsrl_wm.data import load_dataset
 from wsrl_wm.evaluation import evaluate
 from wsrl_wm.lightning import FinetuneModule, PretrainModule
+from wsrl_wm.lightning.bundle import PretrainedBundle
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.world_model import RolloutConfig
 
@@ -25,26 +26,26 @@ HOPPER_MIN, HOPPER_MAX = -20.272305, 3234.3  # D4RL's reference returns
 
 
 def edited_checkpoint(pretrained: str, path: Path, edit) -> str:
-    ckpt = torch.load(pretrained, weights_only=False)
-    edit(ckpt)
-    torch.save(ckpt, path)
+    bundle = PretrainedBundle.load(pretrained)
+    edit(bundle)
+    bundle.save(path)
     return str(path)
 
 
-def near_deterministic_policy(ckpt: dict) -> None:
+def near_deterministic_policy(bundle: PretrainedBundle) -> None:
     """Pin the actor's log-std at its floor (σ = e⁻²⁰): its samples are then tanh(μ(s)) up to
     ~1e-9, so a stored action shows which policy, at which state, produced it."""
-    state = ckpt["state_dict"]
-    last = max((k for k in state if k.startswith("agent.actor.net.") and k.endswith(".weight")),
-               key=lambda k: int(k.split(".")[3]))
+    state = bundle.agent_state
+    last = max((k for k in state if k.startswith("actor.net.") and k.endswith(".weight")),
+               key=lambda k: int(k.split(".")[2]))
     act_dim = state[last].shape[0] // 2
     state[last][act_dim:] = 0.0
     state[last.replace(".weight", ".bias")][act_dim:] = -30.0
 
 
 def scaled_rewards(scale: float, bias: float):
-    def edit(ckpt: dict) -> None:
-        ckpt["hyper_parameters"].update(reward_scale=scale, reward_bias=bias)
+    def edit(bundle: PretrainedBundle) -> None:
+        bundle.reward_scale, bundle.reward_bias = scale, bias
     return edit
 
 

@@ -18,6 +18,7 @@ from wsrl_wm.cli import main
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule, PretrainModule
+from wsrl_wm.lightning.bundle import PretrainedBundle
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP, ONLINE, UTD = 40, 6, 2
@@ -86,7 +87,7 @@ def test_switch_state_equals_the_pretrained_checkpoint(finetuned, pretrained):
     assert "temperature.log_value" in snapshot
     for key, value in snapshot.items():
         torch.testing.assert_close(value, pretrained_agent[key], rtol=0, atol=0)
-    by_name = dict(zip(ckpt["optimizer_names"], ckpt["optimizer_states"], strict=True))
+    by_name = PretrainedBundle.load(pretrained).optimizer_states
     for name, state in zip(("critic", "actor", "temperature"), recorder.at_switch["optimizers"],
                            strict=True):
         expected = by_name[name]

@@ -7,7 +7,8 @@ from conftest import fit_module
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
-from wsrl_wm.lightning import finetune as finetune_module
+from wsrl_wm.lightning.bundle import PretrainedBundle
+from wsrl_wm.online import imagination as imagination_module
 from wsrl_wm.world_model import RolloutConfig, WorldModel, branched_rollout
 
 SHORT = dict(warmup_steps=30, online_steps=8, utd=2, batch_size=32, eval_interval=100,
@@ -24,11 +25,9 @@ def finetuned_parameters(checkpoint: str, root, **kwargs) -> dict:
 
 def strip_world_model(checkpoint: str, path) -> str:
     """The same pretrained agent with no world model: what plain WSRL starts from."""
-    ckpt = torch.load(checkpoint, weights_only=False)
-    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items()
-                          if not k.startswith("world_model")}
-    ckpt["world_model_config"] = None
-    torch.save(ckpt, path)
+    bundle = PretrainedBundle.load(checkpoint)
+    bundle.world_model_config = bundle.world_model_state = None
+    bundle.save(path)
     return str(path)
 
 
@@ -73,7 +72,7 @@ def test_rollouts_start_only_from_online_states(pretrained, hopper_dataset, tmp_
         starts.append(start_obs.clone())
         return branched_rollout(world_model, actor, start_obs, *args, **kwargs)
 
-    monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
+    monkeypatch.setattr(imagination_module, "branched_rollout", recording_rollout)
     module = FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(ratio=0.5, **ROLLOUTS))
     fit_module(module, tmp_path)
     assert [len(s) for s in starts] == [16, 16]  # at the switch and `interval` steps later
@@ -92,7 +91,7 @@ def test_model_warmup_adds_imagined_transitions_at_the_switch(pretrained, tmp_pa
         starts.append(len(start_obs))
         return branched_rollout(world_model, actor, start_obs, *args, **kwargs)
 
-    monkeypatch.setattr(finetune_module, "branched_rollout", recording_rollout)
+    monkeypatch.setattr(imagination_module, "branched_rollout", recording_rollout)
     rollout = RolloutConfig(ratio=0.5, **{**ROLLOUTS, "horizon": 2}, warmup_imagined=100)
     fit_module(FinetuneModule(pretrained, **SHORT, rollout=rollout), tmp_path)
     assert starts == [16 + 50, 16]  # 100 imagined transitions need 50 two-step rollouts
@@ -148,10 +147,10 @@ def test_model_buffer_capacity_follows_the_current_horizon():
 
 def test_probe_set_never_enters_a_loss_or_a_buffer(pretrained, tmp_path):
     """Poisoning the probe with NaN changes nothing but the probe diagnostics themselves."""
-    ckpt = torch.load(pretrained, weights_only=False)
-    ckpt["probe"] = {k: torch.full_like(v, float("nan")) for k, v in ckpt["probe"].items()}
+    bundle = PretrainedBundle.load(pretrained)
+    bundle.probe = {k: torch.full_like(v, float("nan")) for k, v in bundle.probe.items()}
     poisoned_path = tmp_path / "poisoned.ckpt"
-    torch.save(ckpt, poisoned_path)
+    bundle.save(poisoned_path)
     modules = {}
     for name, path in (("clean", pretrained), ("poisoned", str(poisoned_path))):
         torch.manual_seed(0)

@@ -18,7 +18,7 @@ from wsrl_wm.envs import task_functions
 from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
-from wsrl_wm.lightning import finetune as finetune_module
+from wsrl_wm.online import imagination as imagination_module
 from wsrl_wm.world_model import (
     ModelBuffer,
     RolloutConfig,
@@ -75,14 +75,14 @@ def test_imagine_passes_only_tensors_on_the_models_device(pretrained, monkeypatc
             return result(*args)
         return record
 
-    monkeypatch.setattr(finetune_module, "one_step_error", spy(lambda *a: 0.0))
-    monkeypatch.setattr(finetune_module, "trajectory_windows",
+    monkeypatch.setattr(imagination_module, "one_step_error", spy(lambda *a: 0.0))
+    monkeypatch.setattr(imagination_module, "trajectory_windows",
                         spy(lambda data, h: (data["observations"][:1, None].expand(1, h + 1, OBS),
                                              data["actions"][:1, None].expand(1, h, ACT))))
-    monkeypatch.setattr(finetune_module, "h_step_error",
+    monkeypatch.setattr(imagination_module, "h_step_error",
                         spy(lambda m, s, a: torch.zeros(a.shape[1])))
     empty = {k: torch.zeros(0, *v.shape[1:]) for k, v in module.buffer.storage.items()}
-    monkeypatch.setattr(finetune_module, "branched_rollout", spy(lambda *a: (empty, {})))
+    monkeypatch.setattr(imagination_module, "branched_rollout", spy(lambda *a: (empty, {})))
     module.imagine(0)
     assert len(seen) > 10 and set(seen) == {torch.device("meta")}, set(seen)
 
@@ -137,7 +137,7 @@ def test_an_adapted_gated_run_logs_what_the_issue_asks(pretrained, tmp_path, mon
         trained_on.append(data["observations"].clone())
         return train_world_model(model, data, config, generator, progress, warm_start)
 
-    monkeypatch.setattr(finetune_module, "train_world_model", recording_train)
+    monkeypatch.setattr(imagination_module, "train_world_model", recording_train)
     rollout = RolloutConfig(**{**ROLLOUTS, "horizon": 1}, max_horizon=3, horizon_ramp_steps=8,
                             retain_rounds=2, uncertainty_quantile=0.95, adapt_interval=2,
                             adapt_epochs=2)
@@ -263,7 +263,7 @@ def test_gated_share_is_reported_and_an_empty_model_buffer_means_real_batches(pr
     assert stats["rollout/gated_share"] == 0.0 and stats["rollout/transitions"] == 24
     module.buffer.add(healthy_rows(20))
     batch = module.sample_batch()
-    assert len(batch["rewards"]) == 32 and module._share_rows == [0, 32]
+    assert len(batch["rewards"]) == 32 and module.batches.share_rows == [0, 32]
 
 
 # ------------------------------------------------------------------ the imagination generator
@@ -356,7 +356,7 @@ def test_rollouts_take_reward_and_termination_from_the_task_function(pretrained,
 
     monkeypatch.setattr(task_functions, "FAMILY_TASKS", {"hopper": fake})
     module = FinetuneModule(pretrained, **SHORT, rollout=RolloutConfig(**ROLLOUTS))
-    module.reward_scale, module.reward_bias = 2.0, -1.0
+    module.model_rollouts.reward_scale, module.model_rollouts.reward_bias = 2.0, -1.0
     module.buffer.add(healthy_rows(40))
     module.imagine(0)
     stored = module.model_buffer.rows.storage

@@ -7,6 +7,11 @@ import torch
 from models import TanhGaussianActor
 from wsrl_wm.envs import make_env, normalized_score, resolve_env
 from wsrl_wm.envs.sparse import episode_success
+from wsrl_wm.metrics import SCORE
+
+# Evaluation episodes of a run with seed s use seeds s + offset, s + offset + 1, ...: never a
+# seed of the run's own training env.
+EVAL_SEED_OFFSET = 10**6
 
 
 @torch.no_grad()
@@ -37,7 +42,6 @@ def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int,
     mean_return = float(np.mean(returns))
     if not spec.sparse:
         return {"eval/return": mean_return,
-                "eval/normalized_score": float(normalized_score(env_name, mean_return))}
+                SCORE: float(normalized_score(env_name, mean_return))}
     rate = float(np.mean(successes))
-    return {"eval/return": mean_return, "eval/success_rate": rate,
-            "eval/normalized_score": 100.0 * rate}
+    return {"eval/return": mean_return, "eval/success_rate": rate, SCORE: 100.0 * rate}

@@ -1,12 +1,30 @@
 """Unlearning diagnostics of a fine-tuning curve (DESIGN.md §6).
 
 Curves are (online_steps, values) with online step 0 = the switch (the evaluation S0 is the
-score there). Everything is plain numpy so the same code scores live runs and saved CSVs.
+score there). Everything is plain numpy so the same code scores live runs and saved CSVs. The
+names of the logged metrics that runs are judged by live here too, so that the fine-tune that
+logs them and the ablation that reads them back cannot drift apart.
 """
 
 import numpy as np
 
 from wsrl_wm.errors import WsrlError
+
+SCORE = "eval/normalized_score"
+# Curves an ablation keeps (name → logged metric): the score is required, the Q diagnostics on
+# the offline probe (`diagnostics.q_diagnostics` with this prefix) are used when logged.
+PROBE = "probe"
+CURVE_COLUMNS = {"score": SCORE, **{name: f"{PROBE}/{name}" for name in
+                                    ("q_policy", "q_data", "mc_return", "td_error")}}
+# World-model curves of r > 0 runs, logged at every rollout round: one-step and H-step error
+# on fresh online data, one-step on the probe.
+MODEL_COLUMNS = {"model_one_step": "model/one_step_mse", "model_h_step": "model/h_step_mse",
+                 "model_probe": "model/probe_mse"}
+DIP_WINDOW_FRACTION = 0.25  # of the online steps, unless a dip window is given
+
+
+def dip_window_for(dip_window: float | None, online_steps: int) -> float:
+    return dip_window if dip_window is not None else DIP_WINDOW_FRACTION * online_steps
 
 
 def _curve(steps, values) -> tuple[np.ndarray, np.ndarray]:
@@ -64,3 +82,15 @@ def summarize(steps, scores, dip_window: float) -> dict:
     return {"s0": switch_score(steps, scores), "dip": dip(steps, scores, dip_window),
             "recovery_step": recovered, "forgot": recovered is None,
             "final": float(np.asarray(scores)[-1]), "auc": area_under_curve(steps, scores)}
+
+
+def unlearning_metrics(steps, scores, dip_window: float) -> dict[str, float]:
+    """`summarize` of the curve so far as logged metrics: S0, dip, AUC, and the recovery step
+    or, while the score has not come back, `unlearning/forgetting` = 1."""
+    summary = summarize(steps, scores, dip_window)
+    metrics = {"unlearning/s0": summary["s0"], "unlearning/dip": summary["dip"],
+               "unlearning/forgetting": float(summary["forgot"]),
+               "unlearning/auc": summary["auc"]}
+    if not summary["forgot"]:
+        metrics["unlearning/recovery_step"] = summary["recovery_step"]
+    return metrics

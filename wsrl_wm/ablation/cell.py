@@ -19,19 +19,10 @@ from pathlib import Path
 from wsrl_wm.ablation.plan import Cell
 from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.metrics import drift, summarize
+from wsrl_wm.metrics import CURVE_COLUMNS, MODEL_COLUMNS, dip_window_for, drift, summarize
 from wsrl_wm.run_info import read_run_info
 
 DONE = "done.json"
-DEFAULT_DIP_FRACTION = 0.25
-# Curves kept in done.json: the score is required, the probe columns are used when logged.
-CURVE_COLUMNS = {"score": "eval/normalized_score", "q_policy": "probe/q_policy",
-                 "q_data": "probe/q_data", "mc_return": "probe/mc_return",
-                 "td_error": "probe/td_error"}
-# World-model curves of r > 0 runs, logged at every rollout round (in the csv logs, not in
-# evaluations.csv): one-step and H-step error on fresh online data, one-step on the probe.
-MODEL_COLUMNS = {"model_one_step": "model/one_step_mse", "model_h_step": "model/h_step_mse",
-                 "model_probe": "model/probe_mse"}
 
 
 @dataclass
@@ -142,10 +133,6 @@ def describe(cell: Cell, dip_window: float | None) -> dict:
             "summary": summarize_curves(curves, window), "curves": curves}
 
 
-def dip_window_for(dip_window: float | None, online_steps: int) -> float:
-    return dip_window if dip_window is not None else DEFAULT_DIP_FRACTION * online_steps
-
-
 def summarize_curves(curves: dict, dip_window: float) -> dict:
     """`metrics.summarize` of the score curve plus the drift of Q(s, π(s)) on the offline probe
     (None when the run logged no probe)."""
@@ -182,7 +169,8 @@ def read_curves(root: Path) -> tuple[dict, int]:
 
 def read_model_curves(root: Path) -> dict:
     """MODEL_COLUMNS against the online step from every csv/version_N/metrics.csv of the run
-    (a resumed run continues in a new version; a step logged twice keeps its last value)."""
+    (they are logged at rollout rounds, not evaluations, so they are not in evaluations.csv; a
+    resumed run continues in a new version; a step logged twice keeps its last value)."""
     warmup = int(read_run_info(root)["warmup_steps"])
     points: dict[str, dict[int, float]] = {name: {} for name in MODEL_COLUMNS}
     versions = sorted((root / "csv").glob("version_*/metrics.csv"),

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from wsrl_wm.ablation.cell import dip_window_for, summarize_curves
+from wsrl_wm.ablation.cell import summarize_curves
 from wsrl_wm.ablation.paired import RESAMPLES, paired_reading, paired_table, regime
 from wsrl_wm.ablation.plan import MAIN_VARIANT, Cell
 from wsrl_wm.atomic import write_text_atomic
+from wsrl_wm.metrics import dip_window_for
 
 RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "recovery_step", "forgot", "final", "auc",
                   "q_offline_drift", "cell")

@@ -1,6 +1,6 @@
 """When to torch.compile the agent's update.
 
-Compiling turns the whole update into one function (`FusedUpdate`) and fuses each loss's
+Compiling turns the whole update into one function (`FusedStepper`) and fuses each loss's
 element-wise work (LayerNorm, ReLU, the Bellman error, the tanh-Gaussian log-density) into a few
 kernels around the matmuls. It costs a one-off ~95 s on a 2-core CPU with a cold inductor cache
 and pays from ~2 500 updates on (docs/performance.md), so "auto" compiles only runs of at least

@@ -13,7 +13,8 @@ import torch
 
 from models import LogScalar
 from wsrl_wm.agents.batches import Batch
-from wsrl_wm.agents.sac import SAC, Optimizers, SACConfig, adam, check_finite
+from wsrl_wm.agents.sac import SAC, SACConfig, adam
+from wsrl_wm.agents.update import Optimizers
 
 
 @dataclass
@@ -112,17 +113,13 @@ class CQL(SAC):
         ood = torch.logsumexp(q / c.cql_temperature, -1) * c.cql_temperature
         return (ood - q_data).mean(dim=1)
 
-    def update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
-        info = super().update_steps(batch, optimizers)
-        if self.cql_log_alpha is not None:
-            # Lagrange dual: raise α while the (last critic step's) gap exceeds the target.
-            gap_excess = info["cql_gap"] - self.config.cql_target_action_gap
-            loss = -self.cql_log_alpha().clamp(0.0, 1e6) * gap_excess
-            optimizers["cql_alpha"].zero_grad(set_to_none=True)
-            loss.backward()
-            check_finite(cql_alpha=loss.item())
-            optimizers["cql_alpha"].step()
-        return info
+    def dual_losses(self, info: dict) -> dict[str, torch.Tensor]:
+        """The Lagrange dual, with `cql_lagrange`: raise α while the (last critic step's) gap
+        exceeds the target."""
+        if self.cql_log_alpha is None:
+            return {}
+        gap_excess = info["cql_gap"] - self.config.cql_target_action_gap
+        return {"cql_alpha": -self.cql_log_alpha().clamp(0.0, 1e6) * gap_excess}
 
 
 def repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,26 +1,28 @@
-"""A compiled run's whole update as one compiled function: the UTD critic steps, then the actor
-and temperature step, each loss's gradient by torch.func, with Adam and the target update
-written out in the same graph. No autograd engine, no optimiser dispatch, one guard check and
-one host sync per update instead of one per step (docs/performance.md).
+"""The fused stepper: `schedule` (the UTD critic steps, then the actor and temperature step)
+traced into one compiled function, each loss's gradient by torch.func, with Adam and the
+target update written out in the same graph. No autograd engine, no optimiser dispatch, one
+guard check and one host sync per update instead of one per step (docs/performance.md).
 
 Numerically it is `torch.optim.Adam` (no weight decay, no AMSGrad) and `lerp_` toward the
 online critics, and it keeps Adam's state layout (`step`, `exp_avg`, `exp_avg_sq`), so the
-optimisers' checkpoints load into either path. A non-finite loss masks its own step and every
-later one on the device, so the parameters end where the plain path's check before that step
-would have stopped them; the caller reads the losses once and raises (`SAC.update_steps`)."""
+optimisers' checkpoints load into either stepper. A non-finite loss masks its own step and every
+later one on the device, so the parameters end where the eager stepper's check before that step
+would have stopped them; the `Updater` reads the losses once and raises."""
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from wsrl_wm.agents.batches import split_batch
 from wsrl_wm.agents.compilation import compile_or_fall_back
+from wsrl_wm.agents.schedule import schedule
 
-GROUPS = ("critic", "actor", "temperature")  # the optimisers this update writes out
+GROUPS = ("critic", "actor", "temperature")  # the optimisers this stepper writes out
 
 
-class FusedUpdate:
-    def __init__(self, agent: nn.Module):
+class FusedStepper:
+    def __init__(self, agent: nn.Module, on_failure: Callable[[Exception], None]):
         self.utd, self.tau = agent.config.utd, agent.config.tau
         self.losses = _Losses(agent)
         self.names = {group: [f"{group}.{name}" for name, _ in module.named_parameters()]
@@ -29,13 +31,13 @@ class FusedUpdate:
                        for group, module in self.losses.named_children()}
         self.targets = list(agent.target_critic.parameters())
         # One graph (`fullgraph`): a compile failure then comes before any step has run, so
-        # the agent can fall back to eager for this very update (`compile_or_fall_back`).
-        self.compiled = compile_or_fall_back(self.update, agent.stop_compiling, fullgraph=True)
+        # the update can fall back to eager for this very call (`compile_or_fall_back`).
+        self.compiled = compile_or_fall_back(self.update, on_failure, fullgraph=True)
 
     def supports(self, optimizers: dict[str, torch.optim.Optimizer]) -> bool:
         """Whether the critic, actor and temperature optimisers are each the plain Adam over
-        exactly the parameters this update writes out; anything else (weight decay, AMSGrad,
-        other parameters) keeps the autograd path."""
+        exactly the parameters this stepper writes out; anything else (weight decay, AMSGrad,
+        other parameters) keeps the eager stepper."""
         return all(name in optimizers and plain_adam(optimizers[name], self.params[name])
                    for name in GROUPS)
 
@@ -54,25 +56,10 @@ class FusedUpdate:
 
     def update(self, batch: dict, states: dict, hyper: dict
                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        ok = torch.ones((), dtype=torch.bool, device=batch["rewards"].device)
-        critic_losses, q_abs_max, info = [], [], {}
-        for k, part in enumerate(split_batch(batch, self.utd)):
-            (loss, grads), info = self.differentiate("critic", part)
-            ok = ok & torch.isfinite(loss)
-            adam_(self.params["critic"], grads, states["critic"], hyper["critic"], k, ok)
-            with torch.no_grad():
-                for target, param in zip(self.targets, self.params["critic"], strict=True):
-                    target.copy_(torch.where(ok, target.lerp(param, self.tau), target))
-            critic_losses.append(loss)
-            q_abs_max.append(info["q_abs_max"])
-        (actor_loss, actor_grads), (log_prob, actor_info) = self.differentiate("actor", batch)
-        (temperature_loss, temperature_grads), temperature_info = self.differentiate(
-            "temperature", log_prob)
-        ok = ok & torch.isfinite(actor_loss) & torch.isfinite(temperature_loss)
-        for name, grads in (("actor", actor_grads), ("temperature", temperature_grads)):
-            adam_(self.params[name], grads, states[name], hyper[name], 0, ok)
-        losses = torch.stack([*critic_losses, actor_loss, temperature_loss])
-        return losses, torch.stack(q_abs_max), {**info, **actor_info, **temperature_info}
+        steps = _Steps(self, states, hyper, batch["rewards"].device)
+        info = schedule(steps, batch, self.utd)
+        losses = torch.stack([*steps.critic_losses, steps.actor_loss, steps.temperature_loss])
+        return losses, torch.stack(steps.q_abs_max), info
 
     def differentiate(self, name: str, data) -> tuple[tuple[torch.Tensor, list], object]:
         """((loss, its gradient w.r.t. `name`'s parameters), aux) of `name`'s loss on `data`;
@@ -85,6 +72,44 @@ class FusedUpdate:
         values = [param.detach() for param in self.params[name]]
         grads, (loss, aux) = grad_and_value(loss_of, has_aux=True)(values)
         return (loss.detach(), grads), aux
+
+
+class _Steps:
+    """`schedule`'s steps inside the compiled function: `ok` (a device bool) turns false at
+    the first non-finite loss and masks that step and every later one."""
+
+    def __init__(self, stepper: FusedStepper, states: dict, hyper: dict, device):
+        self.stepper, self.states, self.hyper = stepper, states, hyper
+        self.ok = torch.ones((), dtype=torch.bool, device=device)
+        self.critic_losses, self.q_abs_max = [], []
+        self.actor_loss = self.temperature_loss = None
+
+    def critic(self, part: dict, k: int) -> dict:
+        (loss, grads), info = self.stepper.differentiate("critic", part)
+        self.ok = self.ok & torch.isfinite(loss)
+        adam_(self.stepper.params["critic"], grads, self.states["critic"], self.hyper["critic"],
+              k, self.ok)
+        self.critic_losses.append(loss)
+        self.q_abs_max.append(info["q_abs_max"])
+        return info
+
+    def target(self) -> None:
+        with torch.no_grad():
+            for target, param in zip(self.stepper.targets, self.stepper.params["critic"],
+                                     strict=True):
+                target.copy_(torch.where(self.ok, target.lerp(param, self.stepper.tau), target))
+
+    def actor_and_temperature(self, batch: dict) -> dict:
+        differentiate = self.stepper.differentiate
+        (actor_loss, actor_grads), (log_prob, actor_info) = differentiate("actor", batch)
+        (temperature_loss, temperature_grads), temperature_info = differentiate(
+            "temperature", log_prob)
+        self.ok = self.ok & torch.isfinite(actor_loss) & torch.isfinite(temperature_loss)
+        for name, grads in (("actor", actor_grads), ("temperature", temperature_grads)):
+            adam_(self.stepper.params[name], grads, self.states[name], self.hyper[name], 0,
+                  self.ok)
+        self.actor_loss, self.temperature_loss = actor_loss, temperature_loss
+        return {**actor_info, **temperature_info}
 
 
 def adam_(params: list[nn.Parameter], grads: list[torch.Tensor], states: list[dict],
@@ -141,18 +166,16 @@ def adam_state(optimizer: torch.optim.Optimizer, param: nn.Parameter) -> dict:
 
 
 class _Losses(nn.Module):
-    """The agent's own losses (uncompiled) behind one module whose children are the modules
-    they differentiate, so that `functional_call` can swap in the parameters being
-    differentiated. The actor loss runs `per_row` with its static chunk count (no host sync,
-    so the whole update stays one graph)."""
+    """The agent's losses behind one module whose children are the modules they
+    differentiate, so that `functional_call` can swap in the parameters being differentiated.
+    The actor loss runs `per_row` with its static chunk count (no host sync, so the whole
+    update stays one graph)."""
 
     def __init__(self, agent: nn.Module):
         super().__init__()
         self.critic, self.actor, self.temperature = agent.critic, agent.actor, agent.temperature
-        agent_type = type(agent)
-        self.critic_loss = agent_type.critic_loss.__get__(agent)
-        self.policy_loss = agent_type.policy_loss.__get__(agent)
-        self.temperature_loss = agent_type.temperature_loss.__get__(agent)
+        self.critic_loss, self.policy_loss = agent.critic_loss, agent.policy_loss
+        self.temperature_loss = agent.temperature_loss
 
     def forward(self, name: str, data) -> tuple[torch.Tensor, object]:
         if name == "critic":

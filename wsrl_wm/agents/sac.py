@@ -4,14 +4,10 @@ k slices of the batch with a target update after each, then one actor + temperat
 Only the drawn target critics are computed, and the actor's gradient goes through each row's
 minimising critic only (docs/performance.md).
 
-Every loss is checked to be finite before its optimiser step (one host sync per critic step, one
-for actor + temperature; compiled runs mask a non-finite step on the device instead and sync
-once per update), so the parameters never train on NaN: the update stops with a
-DivergenceError or, with `on_nonfinite="skip"`, is undone as a whole."""
+The agent says what to optimise (its losses and target update); how to step them, the finite
+checks and compilation included, is its `Updater`'s (wsrl_wm/agents/update.py)."""
 
 import copy
-import math
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,12 +15,12 @@ import torch
 from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
-from wsrl_wm.agents.batches import Batch, split_batch
-from wsrl_wm.agents.compilation import compile_or_fall_back, failure_line, wants_compile
-from wsrl_wm.agents.fused_update import FusedUpdate
-from wsrl_wm.errors import DivergenceError, WsrlError
+from wsrl_wm.agents.batches import Batch
+from wsrl_wm.agents.compilation import wants_compile
+from wsrl_wm.agents.fused_update import FusedStepper
+from wsrl_wm.agents.update import Optimizers, Updater
+from wsrl_wm.errors import WsrlError
 
-Optimizers = dict[str, torch.optim.Optimizer]
 NONFINITE_POLICIES = ("stop", "skip")
 
 
@@ -72,9 +68,7 @@ class SAC(nn.Module):
         self.temperature = LogScalar(config.initial_temperature)
         self.target_entropy = (-float(act_dim) if config.target_entropy is None
                                else config.target_entropy)
-        self.fused_update: FusedUpdate | None = None  # set by compile_losses
-        self.skipped_updates = 0  # updates undone for a non-finite loss (on_nonfinite="skip")
-        self.q_bound_warned = False
+        self.updater = Updater(self)
 
     def make_optimizers(self) -> Optimizers:
         c = self.config
@@ -85,42 +79,18 @@ class SAC(nn.Module):
         }
 
     def compile_losses(self, updates: int) -> bool:
-        """torch.compile the update if `config.compile` asks for it for a run of `updates`
-        updates: the whole update becomes one compiled function with its Adam and target
-        updates (`FusedUpdate`), and the losses, with their backward passes, are compiled for
-        optimisers it does not write out. Returns whether."""
-        if not wants_compile(self.config.compile, updates):
-            return False
-        self.compile_now()
-        return True
+        """Let the updater run fused (one compiled function per update) if `config.compile`
+        asks for it for a run of `updates` updates. Returns whether."""
+        return self.updater.compile(updates)
 
-    def compile_now(self) -> None:
-        """Compile unconditionally (`compile_losses` decides whether; a copy always does)."""
-        self.fused_update = FusedUpdate(self)
-        self.critic_loss = compile_or_fall_back(self.critic_loss, self.stop_compiling)
-        self.actor_loss = compile_or_fall_back(self.actor_loss, self.stop_compiling)
+    @property
+    def fused_update(self) -> FusedStepper | None:
+        """The compiled stepper, when this agent's updates run fused."""
+        return self.updater.fused
 
-    def stop_compiling(self, error: Exception) -> None:
-        """A compile failed: warn once, and run eager from now on (the failed call reruns
-        eagerly; nothing of it had run)."""
-        warnings.warn(failure_line(error), RuntimeWarning, stacklevel=3)
-        self.fused_update = None
-        for name in ("critic_loss", "actor_loss"):
-            self.__dict__.pop(name, None)
-
-    def __deepcopy__(self, memo: dict) -> "SAC":
-        """A copy of a compiled agent is compiled anew: compiled functions are not copied, so
-        the copy's would still update this agent's modules."""
-        copied = type(self).__new__(type(self))
-        memo[id(self)] = copied
-        compiled = {"fused_update", "critic_loss", "actor_loss"}  # instance attributes if so
-        for key, value in self.__dict__.items():
-            if key not in compiled:
-                copied.__dict__[key] = copy.deepcopy(value, memo)
-        copied.fused_update = None
-        if self.fused_update is not None:
-            copied.compile_now()
-        return copied
+    def update(self, batch: Batch, optimizers: Optimizers) -> dict:
+        """One update on `batch` by this agent's `Updater`."""
+        return self.updater.update(batch, optimizers)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -162,8 +132,8 @@ class SAC(nn.Module):
     def policy_loss(self, batch: Batch, static: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The actor loss; the caller keeps gradients out of the critics (`actor_loss`, or the
-        fused update, which differentiates the actor's parameters only). `static`: `per_row`
-        without its host sync, for one compiled graph."""
+        fused stepper, which differentiates the actor's parameters only). `static`: `per_row`
+        without its host sync, for an update run as one graph."""
         obs = batch["observations"]
         action, log_prob = self.actor(obs)
         with torch.no_grad():  # which critic is the minimum, row by row ...
@@ -185,117 +155,14 @@ class SAC(nn.Module):
         with torch.no_grad():
             torch._foreach_lerp_(target, online, self.config.tau)
 
-    def update(self, batch: Batch, optimizers: Optimizers) -> dict:
-        """One update on `batch`. A non-finite loss raises DivergenceError before its step
-        ("stop"), or undoes the whole update ("skip": costs a copy of the parameters and
-        optimiser moments per update, so only that mode pays it)."""
-        if self.config.on_nonfinite == "stop":
-            return self.update_steps(batch, optimizers)
-        saved = self.save_state(optimizers)
-        try:
-            info = self.update_steps(batch, optimizers)
-        except DivergenceError as error:
-            self.load_state(saved, optimizers)
-            self.skipped_updates += 1
-            if self.skipped_updates == 1:
-                warnings.warn(f"{error}: update skipped (on_nonfinite='skip'); later skips are "
-                              "only counted in skipped_updates", RuntimeWarning, stacklevel=2)
-            info = {}
-        return {**info, "skipped_updates": float(self.skipped_updates)}
-
-    def update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
-        """UTD k: k critic steps on k slices of `batch`, then one actor + temperature step."""
-        if self.fused_update is not None and self.fused_update.supports(optimizers):
-            return self.fused_update_steps(batch, optimizers)
-        info: dict = {}
-        for part in split_batch(batch, self.config.utd):
-            info.update(self.critic_step(part, optimizers["critic"]))
-        info.update(self.actor_step(batch, optimizers))
-        return info
-
-    def fused_update_steps(self, batch: Batch, optimizers: Optimizers) -> dict:
-        """The same steps as one compiled function, which masks a non-finite step and every
-        later one on the device; the losses are read once, after it, and reported in the plain
-        path's order."""
-        losses, q_abs_max, info = self.fused_update(batch, optimizers)
-        values = torch.cat([losses, q_abs_max]).tolist()  # the one host sync
-        utd = len(q_abs_max)
-        for loss, q_max in zip(values[:utd], values[-utd:], strict=True):
-            self.check_critic_loss(loss, q_max)
-        check_finite(actor=values[utd], temperature=values[utd + 1])
-        return info
-
-    def critic_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict:
-        """A non-finite loss is caught before the optimiser step: no parameter moves."""
-        loss, info = self.critic_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.check_critic_loss(*torch.stack([loss.detach(), info["q_abs_max"]]).tolist())
-        optimizer.step()
-        self.update_target()
-        return info
-
-    def check_critic_loss(self, loss: float, q_abs_max: float) -> None:
-        check_finite(critic=loss)
-        self.warn_if_q_explodes(q_abs_max)
-
-    def actor_step(self, batch: Batch, optimizers: Optimizers) -> dict:
-        """The temperature loss only needs the (detached) log π, so both losses are checked
-        with one host sync before either step."""
-        actor_loss, log_prob, info = self.actor_loss(batch)
-        temperature_loss, temperature_info = self.temperature_loss(log_prob)
-        optimizers["actor"].zero_grad(set_to_none=True)
-        actor_loss.backward()
-        optimizers["temperature"].zero_grad(set_to_none=True)
-        temperature_loss.backward()
-        actor_value, temperature_value = torch.stack([actor_loss.detach(),
-                                                      temperature_loss.detach()]).tolist()
-        check_finite(actor=actor_value, temperature=temperature_value)
-        optimizers["actor"].step()
-        optimizers["temperature"].step()
-        return {**info, **temperature_info}
-
-    def warn_if_q_explodes(self, q_abs_max: float) -> None:
-        """Reported once per agent; training goes on (the critic may still recover)."""
-        if q_abs_max > self.config.q_bound and not self.q_bound_warned:
-            self.q_bound_warned = True
-            warnings.warn(f"Q-values reached |Q| = {q_abs_max:.3g}, beyond q_bound = "
-                          f"{self.config.q_bound:.3g}: the critic may be diverging",
-                          RuntimeWarning, stacklevel=2)
-
-    def save_state(self, optimizers: Optimizers) -> tuple[dict, list[dict]]:
-        """Copies of the parameters, buffers and optimiser moments, to undo an update."""
-        params = {key: value.clone() for key, value in self.state_dict().items()}
-        moments = [{param: {key: clone(value) for key, value in state.items()}
-                    for param, state in optimizer.state.items()}
-                   for optimizer in optimizers.values()]
-        return params, moments
-
-    def load_state(self, saved: tuple[dict, list[dict]], optimizers: Optimizers) -> None:
-        """Back to `save_state`'s copies; optimiser state is changed in place, because
-        Lightning's optimiser wrappers share the wrapped optimiser's `state` dict."""
-        params, moments = saved
-        self.load_state_dict(params)
-        for optimizer, state in zip(optimizers.values(), moments, strict=True):
-            optimizer.state.clear()
-            optimizer.state.update(state)
+    def dual_losses(self, info: dict) -> dict[str, torch.Tensor]:
+        """Losses stepped after the update, by optimiser name, from its info: none here."""
+        return {}
 
 
 def adam(params, lr: float) -> torch.optim.Optimizer:
     """Adam with its fused kernel (one pass over all parameters per step, CPU and GPU)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-def check_finite(**losses: float) -> None:
-    """Raise DivergenceError naming the first non-finite loss (none is stepped on)."""
-    for name, value in losses.items():
-        if not math.isfinite(value):
-            raise DivergenceError(f"{name} loss became {'NaN' if math.isnan(value) else value}")
-
-
-def clone(value):
-    """A copy of one optimiser-state entry (tensors are updated in place by the step)."""
-    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from wsrl_wm.envs.make import env_dims
 from wsrl_wm.envs.registry import resolve_env
 from wsrl_wm.errors import WsrlError
 
@@ -33,10 +34,6 @@ WALKER2D_ANGLE_RANGE = (-1.0, 1.0)
 # the first 27 observation dims (13 qpos without x, y; 14 qvel) in both the v5 and D4RL layouts.
 ANT_Z_RANGE = (0.2, 1.0)
 ANT_STATE_DIMS = 27
-
-# Observation sizes, to catch an observation of the wrong env or layout.
-OBS_DIMS = {"hopper": 11, "walker2d": 17, "halfcheetah": 17, "ant": 105}
-D4RL_OBS_DIMS = {**OBS_DIMS, "ant": 111}  # D4RL's ant keeps the world body's zero forces
 
 
 def _open_range(x: Tensor, bounds: tuple[float, float]) -> Tensor:
@@ -118,7 +115,7 @@ def termination_fn(env_id: str) -> TerminationFn:
                             "rollouts (rollout.ratio > 0) run on locomotion and maze tasks")
         return lambda next_obs: task(next_obs, next_obs, next_obs)[1]
     rule = FAMILY_TERMINATION[spec.family]
-    obs_dim = (D4RL_OBS_DIMS if spec.d4rl_layout else OBS_DIMS)[spec.family]
+    obs_dim = env_dims(env_id)[0]  # the env's own size, to catch another env's observations
 
     def terminated(next_obs: Tensor) -> Tensor:
         if next_obs.shape[-1] != obs_dim:

@@ -1,7 +1,5 @@
 """Offline pretraining (CQL / Cal-QL) as a LightningModule with manual optimisation."""
 
-import dataclasses
-
 import torch
 from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
@@ -9,10 +7,12 @@ from torch.utils.data import DataLoader
 from wsrl_wm.agents import CQL, CQLConfig
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.evaluation import evaluate
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
+from wsrl_wm.lightning.bundle import BUNDLE_KEY, PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
 from wsrl_wm.lightning.offline_data import RandomBatches, load_offline_tensors
+from wsrl_wm.metrics import SCORE
 from wsrl_wm.world_model import WorldModel, WorldModelConfig, train_world_model
 
 
@@ -20,9 +20,10 @@ class PretrainModule(LightningModule):
     """One CQL/Cal-QL update per training step on random offline batches.
 
     With `world_model` set, the dynamics ensemble is first fitted on the same offline data.
-    The checkpoint it writes is what `FinetuneModule` restores: agent parameters, optimiser
-    states (by name), temperature and the world model. "Steps" here are gradient updates (no
-    env interaction); they are the x-axis of the pretraining curves.
+    The checkpoint it writes holds what `FinetuneModule` restores, as a `PretrainedBundle`:
+    agent parameters, optimiser states (by name), temperature, the world model and the probe.
+    "Steps" here are gradient updates (no env interaction); they are the x-axis of the
+    pretraining curves.
     """
 
     def __init__(self, env: str, dataset: str, agent: CQLConfig | None = None,
@@ -85,17 +86,25 @@ class PretrainModule(LightningModule):
             log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
             self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
-                                      self.hparams.seed + 10**6)
+                                      self.hparams.seed + EVAL_SEED_OFFSET)
             log_at_env_step(self, self.last_eval, step)
 
     def progress_metrics(self) -> dict:
-        score = self.last_eval.get("eval/normalized_score")
+        score = self.last_eval.get(SCORE)
         return {"phase": "pretrain", **({"score": f"{score:.1f}"} if score is not None else {})}
 
+    def bundle(self, optimizer_states: list[dict]) -> PretrainedBundle:
+        """What fine-tuning takes from this run, given the optimisers' state_dicts (in
+        `optimizer_names` order)."""
+        hp = self.hparams
+        return PretrainedBundle(
+            env=self.env_name, dataset=hp.dataset, agent_config=self.agent.config,
+            agent_state=self.agent.state_dict(),
+            optimizer_states=dict(zip(self.optimizer_names, optimizer_states, strict=True)),
+            probe=self.probe, reward_scale=hp.reward_scale, reward_bias=hp.reward_bias,
+            sparse_negative_reward=hp.sparse_negative_reward,
+            world_model_config=self.world_model_config,
+            world_model_state=None if self.world_model is None else self.world_model.state_dict())
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["optimizer_names"] = self.optimizer_names
-        checkpoint["agent_config"] = dataclasses.asdict(self.agent.config)
-        checkpoint["env"] = self.env_name
-        checkpoint["probe"] = self.probe
-        checkpoint["world_model_config"] = (None if self.world_model is None
-                                            else dataclasses.asdict(self.world_model_config))
+        checkpoint[BUNDLE_KEY] = self.bundle(checkpoint["optimizer_states"]).to_dict()
