@@ -46,26 +46,38 @@ def zero_reward_batch(batch_size: int, seed: int = 0) -> dict:
 # --------------------------------------------------------------------- REDQ target subset
 
 
+def min_law(subset: int, replacement: bool) -> torch.Tensor:
+    """P(min = k), k = 0..9, of `subset` members drawn out of values 0..9: with replacement
+    P(min ≥ k) = ((10 − k)/10)^s; without, P(min = k) = C(9 − k, s − 1) / C(10, s)."""
+    if replacement:
+        law = [((10 - k) ** subset - (9 - k) ** subset) / 10 ** subset for k in range(10)]
+    else:
+        law = [math.comb(9 - k, subset - 1) / math.comb(10, subset) for k in range(10)]
+    return torch.tensor(law, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
 @pytest.mark.parametrize("subset", [1, 2, 3])
-def test_target_is_min_over_random_subset(subset):
-    """min over `subset` distinct members drawn without replacement out of values 0..9."""
+def test_target_is_min_over_random_subset(subset, replacement):
+    """min over `subset` members drawn with (official) or without replacement out of 0..9."""
     torch.manual_seed(0)
-    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=subset, discount=1.0, **SMALL))
+    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=subset, discount=1.0,
+                                    subset_with_replacement=replacement, **SMALL))
     constant_target_critics(agent)
     batch = zero_reward_batch(1)
     calls = 3000
     values = torch.stack([agent.td_target(batch) for _ in range(calls)]).view(-1)
     assert torch.equal(values, values.round()) and values.min() >= 0 and values.max() <= 9
     counts = torch.bincount(values.long(), minlength=10).double() / calls
-    # P(min = k) = C(9 - k, s - 1) / C(10, s)
-    law = torch.tensor([math.comb(9 - k, subset - 1) / math.comb(10, subset)
-                        for k in range(10)], dtype=torch.float64)
+    law = min_law(subset, replacement)
     assert (counts - law).abs().max() < 0.03, (counts, law)
-    if subset == 2:
+    if subset == 2 and not replacement:
         torch.testing.assert_close(law[:9], torch.tensor([(9 - k) / 45 for k in range(9)],
                                                          dtype=torch.float64))
         assert counts[9] == 0  # the maximum member can never be the min of two distinct ones
         assert counts[8] > 0  # ... but {8, 9} can be drawn
+    if subset == 2 and replacement:
+        assert counts[9] > 0  # {9, 9}: the maximum member drawn twice (law 1/100)
 
 
 @pytest.mark.parametrize("critics", [1, 2])
@@ -84,22 +96,44 @@ def test_a_subset_holding_every_critic_is_all_of_them(critics):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_default_target_subset_law_is_two_of_ten():
-    """With the default config (10 critics, subset 2) the law is (9 − k)/45 — not 1 or 3."""
+def test_default_target_subset_law_is_two_of_ten_with_replacement():
+    """With the default config (10 critics, subset 2 drawn with replacement, as the official
+    `jax.random.randint`) the law is (19 − 2k)/100 — not 1 or 3 critics, not distinct ones."""
     torch.manual_seed(1)
     config = SACConfig(discount=1.0, **SMALL)
     assert (config.num_critics, config.target_subset) == (10, 2)
+    assert config.subset_with_replacement
     agent = SAC(OBS, ACT, config)
     constant_target_critics(agent)
     batch = zero_reward_batch(1)
     calls = 3000
     values = torch.stack([agent.td_target(batch) for _ in range(calls)]).view(-1).long()
     freq = torch.bincount(values, minlength=10).double() / calls
-    expected = torch.tensor([(9 - k) / 45 for k in range(9)] + [0.0], dtype=torch.float64)
+    expected = torch.tensor([(19 - 2 * k) / 100 for k in range(10)], dtype=torch.float64)
     assert (freq - expected).abs().max() < 0.03, freq
-    assert freq[9] == 0 and freq[8] > 0
-    # subset 1 would give 0.1 each and subset 3 would give 0.3 for k = 0 (law 9/45 = 0.2).
-    assert abs(freq[0] - 0.2) < 0.03
+    assert freq[9] > 0  # only a repeated draw {9, 9} has min 9: distinct draws never do
+    # subset 1 would give 0.1 each and subset 3 would give 0.271 for k = 0 (law 0.19).
+    assert abs(freq[0] - 0.19) < 0.03
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_subset_draw_matches_a_seeded_draw_and_repeats(replacement):
+    """The members are exactly `randint(N, (k,))` (official) or `randperm(N)[:k]` under the same
+    seed; with replacement 1 draw in 10 repeats a critic (2 of 10), without never."""
+    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=2,
+                                    subset_with_replacement=replacement, **SMALL))
+    cpu = torch.device("cpu")
+    torch.manual_seed(7)
+    drawn = torch.stack([agent.target_members(cpu) for _ in range(2000)])
+    torch.manual_seed(7)
+    seeded = torch.stack([torch.randint(10, (2,)) if replacement else torch.randperm(10)[:2]
+                          for _ in range(2000)])
+    assert torch.equal(drawn, seeded)
+    repeats = (drawn[:, 0] == drawn[:, 1]).double().mean().item()
+    if replacement:
+        assert abs(repeats - 0.1) < 0.025, repeats
+    else:
+        assert repeats == 0
 
 
 def test_one_subset_per_update():
@@ -128,7 +162,7 @@ def test_subset_target_equals_all_critics_then_select():
     fast = agent.td_target(batch)
     torch.manual_seed(5)
     next_action, _ = agent.actor(batch["next_observations"])
-    chosen = torch.randperm(10)[:2]
+    chosen = torch.randint(10, (2,))  # the official draw, with replacement
     with torch.no_grad():
         every = agent.target_critic(batch["next_observations"], next_action)
     plain = batch["rewards"] + 0.9 * (1 - batch["terminals"]) * every[chosen].min(0).values
@@ -560,7 +594,7 @@ def test_cql_term_trains_a_fresh_subset_of_critics():
     torch.manual_seed(34)
     q_data = agent.critic(batch["observations"], batch["actions"])
     td_loss, _ = agent.td_loss(q_data, batch)  # draws the target's subset
-    members = torch.randperm(5)[:2]
+    members = torch.randint(5, (2,))  # the official draw, with replacement
     state = torch.get_rng_state()
     gap = agent.cql_gap(batch, q_data[members], members)
     torch.set_rng_state(state)  # the same uniform actions for the all-critics gap
@@ -682,7 +716,7 @@ def test_max_target_backup_hand_computation_and_dominance():
     torch.manual_seed(41)
     maxed = agent.td_target(batch)
     torch.manual_seed(41)
-    chosen = torch.randperm(5)[:2].tolist()  # the stub consumes no RNG
+    chosen = torch.randint(5, (2,)).tolist()  # the stub consumes no RNG
 
     next_a, _ = stub(batch["next_observations"].repeat_interleave(n, 0))
     expected, first = [], []

@@ -36,6 +36,11 @@ class SACConfig:
     tau: float = 5e-3
     num_critics: int = 10
     target_subset: int = 2  # target = min over this many randomly chosen target critics
+    # Draw that subset with replacement (repeats possible), as the official code does:
+    # wsrl/agents/sac.py `critic_loss_fn` and wsrl/agents/cql.py `_get_cql_q_diff` draw
+    # `jax.random.randint(key, (critic_subsample_size,), 0, critic_ensemble_size)`.
+    # False: distinct critics (`randperm`).
+    subset_with_replacement: bool = True
     critic_hidden: tuple[int, ...] = (256, 256)
     actor_hidden: tuple[int, ...] = (256, 256)
     layer_norm: bool = True
@@ -137,13 +142,16 @@ class SAC(nn.Module):
         return batch["rewards"] + self.config.discount * not_done * target_q
 
     def target_members(self, device: torch.device) -> torch.Tensor | None:
-        """A random `target_subset` of the N critics: only these are computed. None (all of
-        them) when the subset would hold every critic: the min is the same, and inductor
-        fails to compile a `randperm` slice that keeps every row (docs/performance.md)."""
+        """A random `target_subset` of the N critics (`draw_members`): only these are
+        computed. None (all of them) when the subset would hold every critic, as in the
+        official code, where a run without a subset size (the 2-critic CQL / Cal-QL) takes the
+        min over all; and inductor fails to compile a `randperm` slice that keeps every row
+        (docs/performance.md)."""
         critics = self.critic.num_critics
         if self.config.target_subset >= critics:
             return None
-        return torch.randperm(critics, device=device)[: self.config.target_subset]
+        return draw_members(critics, self.config.target_subset,
+                            self.config.subset_with_replacement, device)
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.td_loss(self.critic(batch["observations"], batch["actions"]), batch)
@@ -279,6 +287,15 @@ class SAC(nn.Module):
         for optimizer, state in zip(optimizers.values(), moments, strict=True):
             optimizer.state.clear()
             optimizer.state.update(state)
+
+
+def draw_members(critics: int, size: int, replacement: bool, device: torch.device | None = None
+                 ) -> torch.Tensor:
+    """`size` critic indices out of `critics`: independent uniform draws, so repeats happen
+    (the official rule, `SACConfig.subset_with_replacement`), or distinct ones."""
+    if replacement:
+        return torch.randint(critics, (size,), device=device)
+    return torch.randperm(critics, device=device)[:size]
 
 
 def adam(params, lr: float) -> torch.optim.Optimizer:

@@ -17,6 +17,7 @@ from torch.distributions.transforms import TanhTransform
 
 from models.actor import mlp
 from wsrl_wm.agents import CQLConfig, SACConfig
+from wsrl_wm.agents.sac import draw_members
 from wsrl_wm.world_model import WorldModel
 
 
@@ -51,7 +52,7 @@ class ReferenceSAC:
         c = self.config
         with torch.no_grad():
             next_act, _ = self.policy(next_obs)
-            chosen = torch.randperm(c.num_critics)[: c.target_subset].tolist()
+            chosen = subset(c)
             target_q = self.q_values([self.targets[i] for i in chosen], next_obs, next_act)
             return rew + c.discount * (1 - done) * target_q.min(0).values
 
@@ -101,9 +102,8 @@ class ReferenceCQL(ReferenceSAC):
             following, following_log_prob = self.policy(next_obs.repeat_interleave(n, 0))
         random = torch.rand_like(current) * 2 - 1
         uniform_log_density = act.shape[-1] * math.log(0.5)
-        chosen = range(c.num_critics)  # the CQL term's critics: all, or a drawn subset
-        if c.cql_critic_subset and c.target_subset < c.num_critics:
-            chosen = torch.randperm(c.num_critics)[: c.target_subset].tolist()
+        # the CQL term's critics: all, or a drawn subset
+        chosen = subset(c) if c.cql_critic_subset else range(c.num_critics)
         gaps = []
         for critic, q in ((self.critics[i], q_data[i]) for i in chosen):
             def q_of(actions, critic=critic):
@@ -114,6 +114,15 @@ class ReferenceCQL(ReferenceSAC):
                 q_of(current) - current_log_prob.view(batch_size, n)], -1)
             gaps.append((torch.logsumexp(candidates, -1) - q).mean())
         return td + c.cql_alpha * torch.stack(gaps).mean()
+
+
+def subset(config: SACConfig) -> list[int] | range:
+    """The critics a REDQ min (or the CQL term) covers: drawn by the agents' own rule, or all
+    of them when the subset would hold every critic."""
+    if config.target_subset >= config.num_critics:
+        return range(config.num_critics)
+    return draw_members(config.num_critics, config.target_subset,
+                        config.subset_with_replacement).tolist()
 
 
 @torch.no_grad()
