@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
+from models.init import INITS
 from wsrl_wm.agents.batches import Batch, split_batch
 from wsrl_wm.agents.compilation import compile_or_fall_back, failure_line, wants_compile
 from wsrl_wm.agents.fused_update import FusedUpdate
@@ -45,6 +46,13 @@ class SACConfig:
     actor_hidden: tuple[int, ...] = (256, 256)
     layer_norm: bool = True
     actor_state_dependent_std: bool = True  # False: one learned log-std vector (antmaze)
+    # Network init (models/init.py): "official" = orthogonal(√2) kernels, zero biases
+    # (wsrl/common/initialization.py `orthogonal_init`, flax Dense's zero bias), the last
+    # hidden layer's kernel orthogonal(kernel_scale_final) (wsrl/networks/mlp.py); "pytorch"
+    # = torch's default. kernel_scale_final 1e-2: experiments/configs/train_config.py sets it
+    # for locomotion, antmaze and adroit, not kitchen (None there).
+    init: str = "official"
+    kernel_scale_final: float | None = 1e-2
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4
     temperature_lr: float = 1e-4
@@ -63,16 +71,22 @@ class SACConfig:
         if not self.q_bound > 0:
             raise WsrlError(f"q_bound must be positive, got {self.q_bound}")
         wants_compile(self.compile, 0)  # rejects an unknown mode now, not at the first update
+        if self.init not in INITS:
+            raise WsrlError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.kernel_scale_final is not None and not self.kernel_scale_final > 0:
+            raise WsrlError(f"kernel_scale_final must be positive (or null for gain √2), got "
+                            f"{self.kernel_scale_final}")
 
 
 class SAC(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, config: SACConfig | None = None):
         super().__init__()
         self.config = config = config or SACConfig()
+        init = dict(init=config.init, kernel_scale_final=config.kernel_scale_final)
         self.actor = TanhGaussianActor(obs_dim, act_dim, config.actor_hidden, config.layer_norm,
-                                       config.actor_state_dependent_std)
+                                       config.actor_state_dependent_std, **init)
         self.critic = CriticEnsemble(obs_dim, act_dim, config.num_critics, config.critic_hidden,
-                                     config.layer_norm)
+                                     config.layer_norm, **init)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = LogScalar(config.initial_temperature)
         self.target_entropy = (-float(act_dim) if config.target_entropy is None
