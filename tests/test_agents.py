@@ -732,3 +732,61 @@ def test_max_target_backup_hand_computation_and_dominance():
     assert torch.all(maxed >= plain - 1e-6)
     assert (maxed - plain).max() > 1e-2
     assert maxed[2] == batch["rewards"][2]  # terminal row
+
+
+@pytest.mark.parametrize("backup_entropy", [False, True])
+def test_sac_max_target_backup_hand_computation(backup_entropy):
+    """Online SAC's max-target backup (official antmaze_wsrl): the max over n sampled next
+    actions of the subset-min target Q (minus α·log π first, when the entropy is backed up),
+    against plain Python on 3 rows; switched off, the plain backup of the first sample."""
+    torch.manual_seed(42)
+    n, batch_size = 3, 3
+    agent = SAC(OBS, ACT, SACConfig(num_critics=4, target_subset=2, discount=0.9,
+                                    backup_entropy=backup_entropy, max_target_backup=True,
+                                    max_target_actions=n, **SMALL))
+    assert agent.backup_actions() == n
+    with torch.no_grad():
+        for param in agent.target_critic.parameters():  # target ≠ online
+            param.add_(0.3 * torch.randn_like(param))
+        agent.temperature.log_value.fill_(math.log(0.7))
+
+    def stub(obs, deterministic=False):  # sample j of a row: its own action and log π
+        rows = obs.shape[0]
+        j = (torch.arange(rows) % n) if rows == batch_size * n else torch.zeros(rows)
+        return torch.tanh(0.5 * obs[:, :ACT] + 0.8 * (1.0 - j[:, None])), 1.0 - 0.5 * j
+
+    agent.actor.forward = stub
+    batch = make_batch(batch_size, seed=43)
+    batch["terminals"] = torch.tensor([0.0, 1.0, 0.0])
+    torch.manual_seed(44)
+    maxed = agent.td_target(batch)
+    torch.manual_seed(44)
+    chosen = torch.randint(4, (2,)).tolist()  # the stub consumes no RNG
+    agent.config.max_target_backup = False
+    torch.manual_seed(44)
+    plain = agent.td_target(batch)
+
+    next_a, next_log_prob = stub(batch["next_observations"].repeat_interleave(n, 0))
+    alpha = 0.7 if backup_entropy else 0.0
+    expected, first = [], []
+    for b in range(batch_size):
+        s = batch["next_observations"][b]
+        per_sample = [min(hand_q(agent, i, s, next_a[b * n + j], target=True) for i in chosen)
+                      - alpha * float(next_log_prob[b * n + j]) for j in range(n)]
+        not_done = 1.0 - float(batch["terminals"][b])
+        expected.append(float(batch["rewards"][b]) + 0.9 * not_done * max(per_sample))
+        first.append(float(batch["rewards"][b]) + 0.9 * not_done * per_sample[0])
+    torch.testing.assert_close(maxed, torch.tensor(expected), rtol=0, atol=1e-5)
+    torch.testing.assert_close(plain, torch.tensor(first), rtol=0, atol=1e-5)
+    assert (maxed - plain).max() > 1e-2  # the max picked another sample somewhere
+    assert maxed[1] == batch["rewards"][1]  # terminal row
+
+
+def test_cql_backup_follows_its_own_switch_not_sacs():
+    """As the official CQLAgent: `cql_max_target_backup` over `cql_n_actions` decides; SAC's
+    `max_target_backup` does not."""
+    config = CQLConfig(cql_n_actions=4, max_target_backup=True, max_target_actions=7,
+                       cql_max_target_backup=False, **SMALL)
+    assert CQL(OBS, ACT, config).backup_actions() == 1
+    config.cql_max_target_backup = True
+    assert CQL(OBS, ACT, config).backup_actions() == 4

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from models import LogScalar
-from wsrl_wm.agents.batches import Batch
+from wsrl_wm.agents.batches import Batch, repeat_rows
 from wsrl_wm.agents.sac import SAC, Optimizers, SACConfig, adam, check_finite
 
 
@@ -44,18 +44,11 @@ class CQL(SAC):
             optimizers["cql_alpha"] = adam(self.cql_log_alpha.parameters(), self.config.critic_lr)
         return optimizers
 
-    @torch.no_grad()
-    def td_target(self, batch: Batch) -> torch.Tensor:
-        if not self.config.cql_max_target_backup:
-            return super().td_target(batch)
-        # Max over n sampled next actions of the subset-min target Q (CQL's max-backup).
-        n, next_obs = self.config.cql_n_actions, batch["next_observations"]
-        next_action, _ = self.actor(repeat_rows(next_obs, n))
-        target_q = self.target_critic(repeat_rows(next_obs, n), next_action,
-                                      self.target_members(next_obs.device)).min(dim=0).values
-        target_q = target_q.view(-1, n).max(dim=1).values
-        not_done = 1.0 - batch["terminals"].float()
-        return batch["rewards"] + self.config.discount * not_done * target_q
+    def backup_actions(self) -> int:
+        """CQL's own switch, `cql_max_target_backup` over `cql_n_actions` next actions; SAC's
+        `max_target_backup` plays no part, as in the official CQLAgent, which overrides SAC's
+        `_compute_next_actions` and `_process_target_next_qs` (wsrl/agents/cql.py)."""
+        return self.config.cql_n_actions if self.config.cql_max_target_backup else 1
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         q_data = self.critic(batch["observations"], batch["actions"])
@@ -123,8 +116,3 @@ class CQL(SAC):
             check_finite(cql_alpha=loss.item())
             optimizers["cql_alpha"].step()
         return info
-
-
-def repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """[B, ...] → [B·n, ...] with each row repeated n times consecutively (row-major [B, n])."""
-    return x.repeat_interleave(n, dim=0)

@@ -20,7 +20,7 @@ from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
 from models.init import INITS
-from wsrl_wm.agents.batches import Batch, split_batch
+from wsrl_wm.agents.batches import Batch, repeat_rows, split_batch
 from wsrl_wm.agents.compilation import compile_or_fall_back, failure_line, wants_compile
 from wsrl_wm.agents.fused_update import FusedUpdate
 from wsrl_wm.errors import DivergenceError, WsrlError
@@ -59,6 +59,12 @@ class SACConfig:
     initial_temperature: float = 1.0
     target_entropy: float | None = None  # None → −|A|
     backup_entropy: bool = False  # WSRL: no entropy term in the Bellman target
+    # Max-target backup: the target maxes the subset-min target Q over `max_target_actions`
+    # sampled next actions (official SAC `max_target_backup`, `n_actions` 10:
+    # wsrl/agents/sac.py `_create_common`; on online only in antmaze_wsrl, train_config.py).
+    # CQL has its own switch (`CQLConfig.cql_max_target_backup`).
+    max_target_backup: bool = False
+    max_target_actions: int = 10
     utd: int = 1
     on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
     q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
@@ -73,6 +79,9 @@ class SACConfig:
         wants_compile(self.compile, 0)  # rejects an unknown mode now, not at the first update
         if self.init not in INITS:
             raise WsrlError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.max_target_actions < 1:
+            raise WsrlError(f"max_target_actions must be at least 1, got "
+                            f"{self.max_target_actions}")
         if self.kernel_scale_final is not None and not self.kernel_scale_final > 0:
             raise WsrlError(f"kernel_scale_final must be positive (or null for gain √2), got "
                             f"{self.kernel_scale_final}")
@@ -147,13 +156,25 @@ class SAC(nn.Module):
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
-        next_action, next_log_prob = self.actor(batch["next_observations"])
-        target_q = self.target_critic(batch["next_observations"], next_action,
+        """r + γ·(1 − terminal)·min over the drawn target critics of Q(s', a'), a' ~ π(s');
+        with n = `backup_actions()` > 1, the max of that over n sampled a' (the entropy
+        term, if any, is taken before the max, as the official `_process_target_next_qs`)."""
+        n, next_obs = self.backup_actions(), batch["next_observations"]
+        if n > 1:
+            next_obs = repeat_rows(next_obs, n)
+        next_action, next_log_prob = self.actor(next_obs)
+        target_q = self.target_critic(next_obs, next_action,
                                       self.target_members(next_action.device)).min(dim=0).values
         if self.config.backup_entropy:
             target_q = target_q - self.temperature() * next_log_prob
+        if n > 1:
+            target_q = target_q.view(-1, n).max(dim=1).values
         not_done = 1.0 - batch["terminals"].float()
         return batch["rewards"] + self.config.discount * not_done * target_q
+
+    def backup_actions(self) -> int:
+        """How many sampled next actions the target maxes over (1: the plain backup)."""
+        return self.config.max_target_actions if self.config.max_target_backup else 1
 
     def target_members(self, device: torch.device) -> torch.Tensor | None:
         """A random `target_subset` of the N critics (`draw_members`): only these are
