@@ -694,7 +694,8 @@ def test_max_target_backup_hand_computation_and_dominance():
     plain backup uses, so the max-backup target is ≥ it, and strictly larger somewhere."""
     torch.manual_seed(19)
     n, batch_size = 4, 5
-    config = CQLConfig(num_critics=5, target_subset=2, cql_n_actions=n, discount=0.9, **SMALL)
+    config = CQLConfig(num_critics=5, target_subset=2, cql_n_actions=n, discount=0.9,
+                       cql_max_target_backup=False, **SMALL)
     agent = CQL(OBS, ACT, config)
     with torch.no_grad():
         for param in agent.target_critic.parameters():  # target ≠ online
@@ -711,7 +712,7 @@ def test_max_target_backup_hand_computation_and_dominance():
     batch["terminals"] = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
 
     torch.manual_seed(41)
-    plain = agent.td_target(batch)  # cql_max_target_backup=False: SAC's backup
+    plain = agent.td_target(batch)  # cql_max_target_backup off: SAC's backup
     agent.config.cql_max_target_backup = True
     torch.manual_seed(41)
     maxed = agent.td_target(batch)
@@ -783,8 +784,9 @@ def test_sac_max_target_backup_hand_computation(backup_entropy):
 
 
 def test_cql_backup_follows_its_own_switch_not_sacs():
-    """As the official CQLAgent: `cql_max_target_backup` over `cql_n_actions` decides; SAC's
-    `max_target_backup` does not."""
+    """As the official CQLAgent: `cql_max_target_backup` over `cql_n_actions` decides (on by
+    default, as the official cql_config.py); SAC's `max_target_backup` does not."""
+    assert CQLConfig().cql_max_target_backup and not SACConfig().max_target_backup
     config = CQLConfig(cql_n_actions=4, max_target_backup=True, max_target_actions=7,
                        cql_max_target_backup=False, **SMALL)
     assert CQL(OBS, ACT, config).backup_actions() == 1

@@ -18,12 +18,14 @@ from wsrl_wm.agents.sac import SAC, Optimizers, SACConfig, adam, check_finite
 
 @dataclass
 class CQLConfig(SACConfig):
-    """Defaults: WSRL's locomotion CQL (α = 5, 10 sampled actions, importance sampling)."""
+    """Defaults: WSRL's locomotion CQL (α = 5, 10 sampled actions, importance sampling,
+    max-target backup: experiments/configs/cql_config.py, which locomotion_cql does not
+    override)."""
 
     cql_alpha: float = 5.0
     cql_n_actions: int = 10
     cql_importance_sample: bool = True
-    cql_max_target_backup: bool = False
+    cql_max_target_backup: bool = True  # official cql_config.py: cql_max_target_backup = True
     cql_temperature: float = 1.0
     cql_lagrange: bool = False  # auto-tune α so the CQL gap matches cql_target_action_gap
     cql_target_action_gap: float = 0.8

@@ -49,12 +49,13 @@ class ReferenceSAC:
         return torch.stack([critic(x).squeeze(-1) for critic in critics])
 
     def td_target(self, rew, next_obs, done):
-        c = self.config
+        c, n = self.config, backup_actions(self.config)
         with torch.no_grad():
+            next_obs = next_obs.repeat_interleave(n, 0)  # n sampled next actions per row
             next_act, _ = self.policy(next_obs)
             chosen = subset(c)
             target_q = self.q_values([self.targets[i] for i in chosen], next_obs, next_act)
-            return rew + c.discount * (1 - done) * target_q.min(0).values
+            return rew + c.discount * (1 - done) * target_q.min(0).values.view(-1, n).max(1).values
 
     def critic_loss(self, obs, act, rew, next_obs, done):
         q = self.q_values(self.critics, obs, act)
@@ -114,6 +115,14 @@ class ReferenceCQL(ReferenceSAC):
                 q_of(current) - current_log_prob.view(batch_size, n)], -1)
             gaps.append((torch.logsumexp(candidates, -1) - q).mean())
         return td + c.cql_alpha * torch.stack(gaps).mean()
+
+
+def backup_actions(config: SACConfig) -> int:
+    """The sampled next actions a max-target backup maxes over (1: none): CQL's own switch
+    for a CQL config, SAC's otherwise, as the agents."""
+    if isinstance(config, CQLConfig):
+        return config.cql_n_actions if config.cql_max_target_backup else 1
+    return config.max_target_actions if config.max_target_backup else 1
 
 
 def subset(config: SACConfig) -> list[int] | range:
