@@ -28,7 +28,7 @@ class CQLConfig(SACConfig):
     cql_max_target_backup: bool = True  # official cql_config.py: cql_max_target_backup = True
     cql_temperature: float = 1.0
     cql_lagrange: bool = False  # auto-tune α so the CQL gap matches cql_target_action_gap
-    cql_target_action_gap: float = 0.8
+    cql_target_action_gap: float = 1.0  # official cql_config.py; antmaze_cql sets 0.8
     calql: bool = False  # clamp policy-action Q-values to max(Q, MC return)
     cql_critic_subset: bool = True  # CQL term on a random `target_subset` of critics (official)
 
