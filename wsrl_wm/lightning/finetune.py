@@ -48,8 +48,8 @@ class FinetuneModule(LightningModule):
     `online_cql_alpha` = 0 (default) the online loss is plain SAC (WSRL: no CQL term online);
     > 0 keeps the pretraining's CQL term online with that α, and after a Cal-QL pretraining
     also its bound, on the MC returns of the online episodes (see `_online_agent`).
-    `max_target_backup`: the online SAC target maxes over 10 sampled next actions
-    (`SACConfig.max_target_backup`; official only in antmaze_wsrl, configs/antmaze).
+    `max_target_backup`: the online SAC target maxes over `max_target_actions` (10) sampled
+    next actions (`SACConfig.max_target_backup`; official only in antmaze_wsrl, configs/antmaze).
     With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
     rolled out in the pretrained world model from online-buffer states, and each batch takes
     r of its rows from those imagined transitions (docs/world_model.md).
