@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.init import check_init, official_init_
+
 
 def mlp(in_features: int, hidden: tuple[int, ...], out_features: int, layer_norm: bool):
     """Linear [→ LayerNorm] → ReLU per hidden layer, then a linear head (one network)."""
@@ -23,14 +25,21 @@ class TanhGaussianActor(nn.Module):
     The log-density is computed in closed form (Gaussian log-density minus the tanh Jacobian,
     written with softplus for stability) instead of through torch.distributions, which is both
     faster and exact. `state_dependent_std=False` learns one log-std vector (used for antmaze).
+    `init`, `kernel_scale_final`: models/init.py (the mean and log-std heads are orthogonal
+    each on its own, as the official code's two Dense heads).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256),
                  layer_norm: bool = False, state_dependent_std: bool = True,
-                 log_std_min: float = -20.0, log_std_max: float = 2.0):
+                 log_std_min: float = -20.0, log_std_max: float = 2.0, init: str = "official",
+                 kernel_scale_final: float | None = 1e-2):
         super().__init__()
+        check_init(init)
         self.state_dependent_std = state_dependent_std
         self.net = mlp(obs_dim, hidden, act_dim * (2 if state_dependent_std else 1), layer_norm)
+        if init == "official":
+            official_init_([m for m in self.net if isinstance(m, nn.Linear)], kernel_scale_final,
+                           head_blocks=2 if state_dependent_std else 1)
         self.log_std = None if state_dependent_std else nn.Parameter(torch.zeros(act_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 

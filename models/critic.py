@@ -3,17 +3,24 @@
 import torch
 from torch import nn
 
-from models.ensemble import EnsembleMLP
+from models.ensemble import EnsembleLinear, EnsembleMLP
+from models.init import check_init, official_init_
 
 
 class CriticEnsemble(nn.Module):
-    """Q_i(s, a) for i = 1..N; returns [N, B]. LayerNorm (before ReLU) as in WSRL/REDQ setups."""
+    """Q_i(s, a) for i = 1..N; returns [N, B]. LayerNorm (before ReLU) as in WSRL/REDQ setups.
+    `init`, `kernel_scale_final`: models/init.py (each layer's N members in one draw)."""
 
     def __init__(self, obs_dim: int, act_dim: int, num_critics: int = 10,
-                 hidden: tuple[int, ...] = (256, 256), layer_norm: bool = True):
+                 hidden: tuple[int, ...] = (256, 256), layer_norm: bool = True,
+                 init: str = "official", kernel_scale_final: float | None = 1e-2):
         super().__init__()
+        check_init(init)
         self.num_critics = num_critics
         self.mlp = EnsembleMLP(num_critics, obs_dim + act_dim, hidden, 1, layer_norm)
+        if init == "official":
+            official_init_([m for m in self.mlp.net if isinstance(m, EnsembleLinear)],
+                           kernel_scale_final)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor,
                 members: torch.Tensor | None = None) -> torch.Tensor:

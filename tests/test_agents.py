@@ -36,26 +36,38 @@ def zero_reward_batch(batch_size: int, seed: int = 0) -> dict:
 # --------------------------------------------------------------------- REDQ target subset
 
 
+def min_law(subset: int, replacement: bool) -> torch.Tensor:
+    """P(min = k), k = 0..9, of `subset` members drawn out of values 0..9: with replacement
+    P(min ≥ k) = ((10 − k)/10)^s; without, P(min = k) = C(9 − k, s − 1) / C(10, s)."""
+    if replacement:
+        law = [((10 - k) ** subset - (9 - k) ** subset) / 10 ** subset for k in range(10)]
+    else:
+        law = [math.comb(9 - k, subset - 1) / math.comb(10, subset) for k in range(10)]
+    return torch.tensor(law, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
 @pytest.mark.parametrize("subset", [1, 2, 3])
-def test_target_is_min_over_random_subset(subset):
-    """min over `subset` distinct members drawn without replacement out of values 0..9."""
+def test_target_is_min_over_random_subset(subset, replacement):
+    """min over `subset` members drawn with (official) or without replacement out of 0..9."""
     torch.manual_seed(0)
-    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=subset, discount=1.0, **SMALL))
+    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=subset, discount=1.0,
+                                    subset_with_replacement=replacement, **SMALL))
     constant_target_critics(agent)
     batch = zero_reward_batch(1)
     calls = 3000
     values = torch.stack([agent.td_target(batch) for _ in range(calls)]).view(-1)
     assert torch.equal(values, values.round()) and values.min() >= 0 and values.max() <= 9
     counts = torch.bincount(values.long(), minlength=10).double() / calls
-    # P(min = k) = C(9 - k, s - 1) / C(10, s)
-    law = torch.tensor([math.comb(9 - k, subset - 1) / math.comb(10, subset)
-                        for k in range(10)], dtype=torch.float64)
+    law = min_law(subset, replacement)
     assert (counts - law).abs().max() < 0.03, (counts, law)
-    if subset == 2:
+    if subset == 2 and not replacement:
         torch.testing.assert_close(law[:9], torch.tensor([(9 - k) / 45 for k in range(9)],
                                                          dtype=torch.float64))
         assert counts[9] == 0  # the maximum member can never be the min of two distinct ones
         assert counts[8] > 0  # ... but {8, 9} can be drawn
+    if subset == 2 and replacement:
+        assert counts[9] > 0  # {9, 9}: the maximum member drawn twice (law 1/100)
 
 
 @pytest.mark.parametrize("critics", [1, 2])
@@ -74,22 +86,44 @@ def test_a_subset_holding_every_critic_is_all_of_them(critics):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_default_target_subset_law_is_two_of_ten():
-    """With the default config (10 critics, subset 2) the law is (9 − k)/45 — not 1 or 3."""
+def test_default_target_subset_law_is_two_of_ten_with_replacement():
+    """With the default config (10 critics, subset 2 drawn with replacement, as the official
+    `jax.random.randint`) the law is (19 − 2k)/100 — not 1 or 3 critics, not distinct ones."""
     torch.manual_seed(1)
     config = SACConfig(discount=1.0, **SMALL)
     assert (config.num_critics, config.target_subset) == (10, 2)
+    assert config.subset_with_replacement
     agent = SAC(OBS, ACT, config)
     constant_target_critics(agent)
     batch = zero_reward_batch(1)
     calls = 3000
     values = torch.stack([agent.td_target(batch) for _ in range(calls)]).view(-1).long()
     freq = torch.bincount(values, minlength=10).double() / calls
-    expected = torch.tensor([(9 - k) / 45 for k in range(9)] + [0.0], dtype=torch.float64)
+    expected = torch.tensor([(19 - 2 * k) / 100 for k in range(10)], dtype=torch.float64)
     assert (freq - expected).abs().max() < 0.03, freq
-    assert freq[9] == 0 and freq[8] > 0
-    # subset 1 would give 0.1 each and subset 3 would give 0.3 for k = 0 (law 9/45 = 0.2).
-    assert abs(freq[0] - 0.2) < 0.03
+    assert freq[9] > 0  # only a repeated draw {9, 9} has min 9: distinct draws never do
+    # subset 1 would give 0.1 each and subset 3 would give 0.271 for k = 0 (law 0.19).
+    assert abs(freq[0] - 0.19) < 0.03
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_subset_draw_matches_a_seeded_draw_and_repeats(replacement):
+    """The members are exactly `randint(N, (k,))` (official) or `randperm(N)[:k]` under the same
+    seed; with replacement 1 draw in 10 repeats a critic (2 of 10), without never."""
+    agent = SAC(OBS, ACT, SACConfig(num_critics=10, target_subset=2,
+                                    subset_with_replacement=replacement, **SMALL))
+    cpu = torch.device("cpu")
+    torch.manual_seed(7)
+    drawn = torch.stack([agent.target_members(cpu) for _ in range(2000)])
+    torch.manual_seed(7)
+    seeded = torch.stack([torch.randint(10, (2,)) if replacement else torch.randperm(10)[:2]
+                          for _ in range(2000)])
+    assert torch.equal(drawn, seeded)
+    repeats = (drawn[:, 0] == drawn[:, 1]).double().mean().item()
+    if replacement:
+        assert abs(repeats - 0.1) < 0.025, repeats
+    else:
+        assert repeats == 0
 
 
 def test_one_subset_per_update():
@@ -118,7 +152,7 @@ def test_subset_target_equals_all_critics_then_select():
     fast = agent.td_target(batch)
     torch.manual_seed(5)
     next_action, _ = agent.actor(batch["next_observations"])
-    chosen = torch.randperm(10)[:2]
+    chosen = torch.randint(10, (2,))  # the official draw, with replacement
     with torch.no_grad():
         every = agent.target_critic(batch["next_observations"], next_action)
     plain = batch["rewards"] + 0.9 * (1 - batch["terminals"]) * every[chosen].min(0).values
@@ -550,7 +584,7 @@ def test_cql_term_trains_a_fresh_subset_of_critics():
     torch.manual_seed(34)
     q_data = agent.critic(batch["observations"], batch["actions"])
     td_loss, _ = agent.td_loss(q_data, batch)  # draws the target's subset
-    members = torch.randperm(5)[:2]
+    members = torch.randint(5, (2,))  # the official draw, with replacement
     state = torch.get_rng_state()
     gap = agent.cql_gap(batch, q_data[members], members)
     torch.set_rng_state(state)  # the same uniform actions for the all-critics gap
@@ -650,7 +684,8 @@ def test_max_target_backup_hand_computation_and_dominance():
     plain backup uses, so the max-backup target is ≥ it, and strictly larger somewhere."""
     torch.manual_seed(19)
     n, batch_size = 4, 5
-    config = CQLConfig(num_critics=5, target_subset=2, cql_n_actions=n, discount=0.9, **SMALL)
+    config = CQLConfig(num_critics=5, target_subset=2, cql_n_actions=n, discount=0.9,
+                       cql_max_target_backup=False, **SMALL)
     agent = CQL(OBS, ACT, config)
     with torch.no_grad():
         for param in agent.target_critic.parameters():  # target ≠ online
@@ -667,12 +702,12 @@ def test_max_target_backup_hand_computation_and_dominance():
     batch["terminals"] = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
 
     torch.manual_seed(41)
-    plain = agent.td_target(batch)  # cql_max_target_backup=False: SAC's backup
+    plain = agent.td_target(batch)  # cql_max_target_backup off: SAC's backup
     agent.config.cql_max_target_backup = True
     torch.manual_seed(41)
     maxed = agent.td_target(batch)
     torch.manual_seed(41)
-    chosen = torch.randperm(5)[:2].tolist()  # the stub consumes no RNG
+    chosen = torch.randint(5, (2,)).tolist()  # the stub consumes no RNG
 
     next_a, _ = stub(batch["next_observations"].repeat_interleave(n, 0))
     expected, first = [], []
@@ -688,3 +723,62 @@ def test_max_target_backup_hand_computation_and_dominance():
     assert torch.all(maxed >= plain - 1e-6)
     assert (maxed - plain).max() > 1e-2
     assert maxed[2] == batch["rewards"][2]  # terminal row
+
+
+@pytest.mark.parametrize("backup_entropy", [False, True])
+def test_sac_max_target_backup_hand_computation(backup_entropy):
+    """Online SAC's max-target backup (official antmaze_wsrl): the max over n sampled next
+    actions of the subset-min target Q (minus α·log π first, when the entropy is backed up),
+    against plain Python on 3 rows; switched off, the plain backup of the first sample."""
+    torch.manual_seed(42)
+    n, batch_size = 3, 3
+    agent = SAC(OBS, ACT, SACConfig(num_critics=4, target_subset=2, discount=0.9,
+                                    backup_entropy=backup_entropy, max_target_backup=True,
+                                    max_target_actions=n, **SMALL))
+    assert agent.backup_actions() == n
+    with torch.no_grad():
+        for param in agent.target_critic.parameters():  # target ≠ online
+            param.add_(0.3 * torch.randn_like(param))
+        agent.temperature.log_value.fill_(math.log(0.7))
+
+    def stub(obs, deterministic=False):  # sample j of a row: its own action and log π
+        rows = obs.shape[0]
+        j = (torch.arange(rows) % n) if rows == batch_size * n else torch.zeros(rows)
+        return torch.tanh(0.5 * obs[:, :ACT] + 0.8 * (1.0 - j[:, None])), 1.0 - 0.5 * j
+
+    agent.actor.forward = stub
+    batch = make_batch(batch_size, seed=43)
+    batch["terminals"] = torch.tensor([0.0, 1.0, 0.0])
+    torch.manual_seed(44)
+    maxed = agent.td_target(batch)
+    torch.manual_seed(44)
+    chosen = torch.randint(4, (2,)).tolist()  # the stub consumes no RNG
+    agent.config.max_target_backup = False
+    torch.manual_seed(44)
+    plain = agent.td_target(batch)
+
+    next_a, next_log_prob = stub(batch["next_observations"].repeat_interleave(n, 0))
+    alpha = 0.7 if backup_entropy else 0.0
+    expected, first = [], []
+    for b in range(batch_size):
+        s = batch["next_observations"][b]
+        per_sample = [min(hand_q(agent, i, s, next_a[b * n + j], target=True) for i in chosen)
+                      - alpha * float(next_log_prob[b * n + j]) for j in range(n)]
+        not_done = 1.0 - float(batch["terminals"][b])
+        expected.append(float(batch["rewards"][b]) + 0.9 * not_done * max(per_sample))
+        first.append(float(batch["rewards"][b]) + 0.9 * not_done * per_sample[0])
+    torch.testing.assert_close(maxed, torch.tensor(expected), rtol=0, atol=1e-5)
+    torch.testing.assert_close(plain, torch.tensor(first), rtol=0, atol=1e-5)
+    assert (maxed - plain).max() > 1e-2  # the max picked another sample somewhere
+    assert maxed[1] == batch["rewards"][1]  # terminal row
+
+
+def test_cql_backup_follows_its_own_switch_not_sacs():
+    """As the official CQLAgent: `cql_max_target_backup` over `cql_n_actions` decides (on by
+    default, as the official cql_config.py); SAC's `max_target_backup` does not."""
+    assert CQLConfig().cql_max_target_backup and not SACConfig().max_target_backup
+    config = CQLConfig(cql_n_actions=4, max_target_backup=True, max_target_actions=7,
+                       cql_max_target_backup=False, **SMALL)
+    assert CQL(OBS, ACT, config).backup_actions() == 1
+    config.cql_max_target_backup = True
+    assert CQL(OBS, ACT, config).backup_actions() == 4

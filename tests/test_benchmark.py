@@ -46,12 +46,14 @@ def test_reference_has_our_shapes_and_trains_every_critic(reference_class, confi
 
 @pytest.mark.parametrize("subset", [True, False])
 def test_reference_cql_loss_does_exactly_our_matmul_work(subset):
-    """The CQL term on the drawn subset (or every critic) on both sides: same FLOPs."""
+    """The CQL term on the drawn subset (or every critic) and the max-target backup (the
+    default) on both sides: same FLOPs."""
     config = CQLConfig(**TINY, cql_n_actions=3, cql_critic_subset=subset)
+    assert config.cql_max_target_backup
     ours, reference = CQL(17, 6, config), ReferenceCQL(17, 6, config)
     batch = suite.random_batch(16)
     keys = ("observations", "actions", "rewards", "next_observations", "terminals")
-    rows = {"data": 16, "target": 16, "cql": 16 * 3 * 3}
+    rows = {"data": 16, "target": 16 * 3, "cql": 16 * 3 * 3}  # max-target backup over 3
     cql_critics = config.target_subset if subset else config.num_critics
     # our heads (a product and a sum: invisible to torch's counter), forward and backward
     head = 2 * 16 * (3 * (rows["data"] * config.num_critics + rows["cql"] * cql_critics)

@@ -182,3 +182,15 @@ def test_each_utd_slice_mixes_all_three_sources_at_their_ratios(pretrained, hopp
         shares.append(counts.float() / 16)
     mean = torch.stack(shares).mean(0)  # every slice, averaged over batches
     torch.testing.assert_close(mean, torch.tensor([[0.5, 0.25, 0.25]] * 4), rtol=0, atol=0.07)
+
+
+# --- the online max-target backup (official antmaze_wsrl) ----------------------------------
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_online_max_target_backup_is_a_finetuning_option(pretrained, switch):
+    """Off by default; on, the online SAC maxes its target over 10 sampled next actions."""
+    options = {"max_target_backup": switch} if switch else {}
+    agent = FinetuneModule(pretrained, warmup_steps=1, online_steps=1, **options).agent
+    assert agent.config.max_target_backup is switch
+    assert agent.backup_actions() == (10 if switch else 1)

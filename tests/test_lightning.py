@@ -230,6 +230,9 @@ def test_configs_build_their_modules(config, hopper_dataset, pretrained, tmp_pat
     for key, value in init_args.items():
         if key not in ("dataset", "pretrained") and not isinstance(value, dict):
             assert module.hparams[key] == value, key
+    for key, value in init_args.get("agent", {}).items():  # the yaml's agent reaches the agent
+        got = getattr(module.agent.config, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
 
 
 def test_cli_override_error_is_one_line(tmp_path, pretrained):

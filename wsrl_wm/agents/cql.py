@@ -12,22 +12,24 @@ from dataclasses import dataclass
 import torch
 
 from models import LogScalar
-from wsrl_wm.agents.batches import Batch
+from wsrl_wm.agents.batches import Batch, repeat_rows
 from wsrl_wm.agents.sac import SAC, SACConfig, adam
 from wsrl_wm.agents.update import Optimizers
 
 
 @dataclass
 class CQLConfig(SACConfig):
-    """Defaults: WSRL's locomotion CQL (α = 5, 10 sampled actions, importance sampling)."""
+    """Defaults: WSRL's locomotion CQL (α = 5, 10 sampled actions, importance sampling,
+    max-target backup: experiments/configs/cql_config.py, which locomotion_cql does not
+    override)."""
 
     cql_alpha: float = 5.0
     cql_n_actions: int = 10
     cql_importance_sample: bool = True
-    cql_max_target_backup: bool = False
+    cql_max_target_backup: bool = True  # official cql_config.py: cql_max_target_backup = True
     cql_temperature: float = 1.0
     cql_lagrange: bool = False  # auto-tune α so the CQL gap matches cql_target_action_gap
-    cql_target_action_gap: float = 0.8
+    cql_target_action_gap: float = 1.0  # official cql_config.py; antmaze_cql sets 0.8
     calql: bool = False  # clamp policy-action Q-values to max(Q, MC return)
     cql_critic_subset: bool = True  # CQL term on a random `target_subset` of critics (official)
 
@@ -45,18 +47,11 @@ class CQL(SAC):
             optimizers["cql_alpha"] = adam(self.cql_log_alpha.parameters(), self.config.critic_lr)
         return optimizers
 
-    @torch.no_grad()
-    def td_target(self, batch: Batch) -> torch.Tensor:
-        if not self.config.cql_max_target_backup:
-            return super().td_target(batch)
-        # Max over n sampled next actions of the subset-min target Q (CQL's max-backup).
-        n, next_obs = self.config.cql_n_actions, batch["next_observations"]
-        next_action, _ = self.actor(repeat_rows(next_obs, n))
-        target_q = self.target_critic(repeat_rows(next_obs, n), next_action,
-                                      self.target_members(next_obs.device)).min(dim=0).values
-        target_q = target_q.view(-1, n).max(dim=1).values
-        not_done = 1.0 - batch["terminals"].float()
-        return batch["rewards"] + self.config.discount * not_done * target_q
+    def backup_actions(self) -> int:
+        """CQL's own switch, `cql_max_target_backup` over `cql_n_actions` next actions; SAC's
+        `max_target_backup` plays no part, as in the official CQLAgent, which overrides SAC's
+        `_compute_next_actions` and `_process_target_next_qs` (wsrl/agents/cql.py)."""
+        return self.config.cql_n_actions if self.config.cql_max_target_backup else 1
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         q_data = self.critic(batch["observations"], batch["actions"])
@@ -121,7 +116,3 @@ class CQL(SAC):
         gap_excess = info["cql_gap"] - self.config.cql_target_action_gap
         return {"cql_alpha": -self.cql_log_alpha().clamp(0.0, 1e6) * gap_excess}
 
-
-def repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """[B, ...] → [B·n, ...] with each row repeated n times consecutively (row-major [B, n])."""
-    return x.repeat_interleave(n, dim=0)

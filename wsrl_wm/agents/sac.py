@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from models import CriticEnsemble, LogScalar, TanhGaussianActor
-from wsrl_wm.agents.batches import Batch
+from models.init import INITS
+from wsrl_wm.agents.batches import Batch, repeat_rows
 from wsrl_wm.agents.compilation import wants_compile
 from wsrl_wm.agents.fused_update import FusedStepper
 from wsrl_wm.agents.update import Optimizers, Updater
@@ -32,16 +33,34 @@ class SACConfig:
     tau: float = 5e-3
     num_critics: int = 10
     target_subset: int = 2  # target = min over this many randomly chosen target critics
+    # Draw that subset with replacement (repeats possible), as the official code does:
+    # wsrl/agents/sac.py `critic_loss_fn` and wsrl/agents/cql.py `_get_cql_q_diff` draw
+    # `jax.random.randint(key, (critic_subsample_size,), 0, critic_ensemble_size)`.
+    # False: distinct critics (`randperm`).
+    subset_with_replacement: bool = True
     critic_hidden: tuple[int, ...] = (256, 256)
     actor_hidden: tuple[int, ...] = (256, 256)
     layer_norm: bool = True
     actor_state_dependent_std: bool = True  # False: one learned log-std vector (antmaze)
+    # Network init (models/init.py): "official" = orthogonal(√2) kernels, zero biases
+    # (wsrl/common/initialization.py `orthogonal_init`, flax Dense's zero bias), the last
+    # hidden layer's kernel orthogonal(kernel_scale_final) (wsrl/networks/mlp.py); "pytorch"
+    # = torch's default. kernel_scale_final 1e-2: experiments/configs/train_config.py sets it
+    # for locomotion, antmaze and adroit, not kitchen (None there).
+    init: str = "official"
+    kernel_scale_final: float | None = 1e-2
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4
     temperature_lr: float = 1e-4
     initial_temperature: float = 1.0
     target_entropy: float | None = None  # None → −|A|
     backup_entropy: bool = False  # WSRL: no entropy term in the Bellman target
+    # Max-target backup: the target maxes the subset-min target Q over `max_target_actions`
+    # sampled next actions (official SAC `max_target_backup`, `n_actions` 10:
+    # wsrl/agents/sac.py `_create_common`; on online only in antmaze_wsrl, train_config.py).
+    # CQL has its own switch (`CQLConfig.cql_max_target_backup`).
+    max_target_backup: bool = False
+    max_target_actions: int = 10
     utd: int = 1
     on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
     q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
@@ -54,16 +73,25 @@ class SACConfig:
         if not self.q_bound > 0:
             raise WsrlError(f"q_bound must be positive, got {self.q_bound}")
         wants_compile(self.compile, 0)  # rejects an unknown mode now, not at the first update
+        if self.init not in INITS:
+            raise WsrlError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.max_target_actions < 1:
+            raise WsrlError(f"max_target_actions must be at least 1, got "
+                            f"{self.max_target_actions}")
+        if self.kernel_scale_final is not None and not self.kernel_scale_final > 0:
+            raise WsrlError(f"kernel_scale_final must be positive (or null for gain √2), got "
+                            f"{self.kernel_scale_final}")
 
 
 class SAC(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, config: SACConfig | None = None):
         super().__init__()
         self.config = config = config or SACConfig()
+        init = dict(init=config.init, kernel_scale_final=config.kernel_scale_final)
         self.actor = TanhGaussianActor(obs_dim, act_dim, config.actor_hidden, config.layer_norm,
-                                       config.actor_state_dependent_std)
+                                       config.actor_state_dependent_std, **init)
         self.critic = CriticEnsemble(obs_dim, act_dim, config.num_critics, config.critic_hidden,
-                                     config.layer_norm)
+                                     config.layer_norm, **init)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = LogScalar(config.initial_temperature)
         self.target_entropy = (-float(act_dim) if config.target_entropy is None
@@ -98,22 +126,37 @@ class SAC(nn.Module):
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
-        next_action, next_log_prob = self.actor(batch["next_observations"])
-        target_q = self.target_critic(batch["next_observations"], next_action,
+        """r + γ·(1 − terminal)·min over the drawn target critics of Q(s', a'), a' ~ π(s');
+        with n = `backup_actions()` > 1, the max of that over n sampled a' (the entropy
+        term, if any, is taken before the max, as the official `_process_target_next_qs`)."""
+        n, next_obs = self.backup_actions(), batch["next_observations"]
+        if n > 1:
+            next_obs = repeat_rows(next_obs, n)
+        next_action, next_log_prob = self.actor(next_obs)
+        target_q = self.target_critic(next_obs, next_action,
                                       self.target_members(next_action.device)).min(dim=0).values
         if self.config.backup_entropy:
             target_q = target_q - self.temperature() * next_log_prob
+        if n > 1:
+            target_q = target_q.view(-1, n).max(dim=1).values
         not_done = 1.0 - batch["terminals"].float()
         return batch["rewards"] + self.config.discount * not_done * target_q
 
+    def backup_actions(self) -> int:
+        """How many sampled next actions the target maxes over (1: the plain backup)."""
+        return self.config.max_target_actions if self.config.max_target_backup else 1
+
     def target_members(self, device: torch.device) -> torch.Tensor | None:
-        """A random `target_subset` of the N critics: only these are computed. None (all of
-        them) when the subset would hold every critic: the min is the same, and inductor
-        fails to compile a `randperm` slice that keeps every row (docs/performance.md)."""
+        """A random `target_subset` of the N critics (`draw_members`): only these are
+        computed. None (all of them) when the subset would hold every critic, as in the
+        official code, where a run without a subset size (the 2-critic CQL / Cal-QL) takes the
+        min over all; and inductor fails to compile a `randperm` slice that keeps every row
+        (docs/performance.md)."""
         critics = self.critic.num_critics
         if self.config.target_subset >= critics:
             return None
-        return torch.randperm(critics, device=device)[: self.config.target_subset]
+        return draw_members(critics, self.config.target_subset,
+                            self.config.subset_with_replacement, device)
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.td_loss(self.critic(batch["observations"], batch["actions"]), batch)
@@ -158,6 +201,15 @@ class SAC(nn.Module):
     def dual_losses(self, info: dict) -> dict[str, torch.Tensor]:
         """Losses stepped after the update, by optimiser name, from its info: none here."""
         return {}
+
+
+def draw_members(critics: int, size: int, replacement: bool, device: torch.device | None = None
+                 ) -> torch.Tensor:
+    """`size` critic indices out of `critics`: independent uniform draws, so repeats happen
+    (the official rule, `SACConfig.subset_with_replacement`), or distinct ones."""
+    if replacement:
+        return torch.randint(critics, (size,), device=device)
+    return torch.randperm(critics, device=device)[:size]
 
 
 def adam(params, lr: float) -> torch.optim.Optimizer:

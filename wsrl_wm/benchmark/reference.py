@@ -17,6 +17,7 @@ from torch.distributions.transforms import TanhTransform
 
 from models.actor import mlp
 from wsrl_wm.agents import CQLConfig, SACConfig
+from wsrl_wm.agents.sac import draw_members
 from wsrl_wm.world_model import WorldModel
 
 
@@ -48,12 +49,13 @@ class ReferenceSAC:
         return torch.stack([critic(x).squeeze(-1) for critic in critics])
 
     def td_target(self, rew, next_obs, done):
-        c = self.config
+        c, n = self.config, backup_actions(self.config)
         with torch.no_grad():
+            next_obs = next_obs.repeat_interleave(n, 0)  # n sampled next actions per row
             next_act, _ = self.policy(next_obs)
-            chosen = torch.randperm(c.num_critics)[: c.target_subset].tolist()
+            chosen = subset(c)
             target_q = self.q_values([self.targets[i] for i in chosen], next_obs, next_act)
-            return rew + c.discount * (1 - done) * target_q.min(0).values
+            return rew + c.discount * (1 - done) * target_q.min(0).values.view(-1, n).max(1).values
 
     def critic_loss(self, obs, act, rew, next_obs, done):
         q = self.q_values(self.critics, obs, act)
@@ -101,9 +103,8 @@ class ReferenceCQL(ReferenceSAC):
             following, following_log_prob = self.policy(next_obs.repeat_interleave(n, 0))
         random = torch.rand_like(current) * 2 - 1
         uniform_log_density = act.shape[-1] * math.log(0.5)
-        chosen = range(c.num_critics)  # the CQL term's critics: all, or a drawn subset
-        if c.cql_critic_subset and c.target_subset < c.num_critics:
-            chosen = torch.randperm(c.num_critics)[: c.target_subset].tolist()
+        # the CQL term's critics: all, or a drawn subset
+        chosen = subset(c) if c.cql_critic_subset else range(c.num_critics)
         gaps = []
         for critic, q in ((self.critics[i], q_data[i]) for i in chosen):
             def q_of(actions, critic=critic):
@@ -114,6 +115,23 @@ class ReferenceCQL(ReferenceSAC):
                 q_of(current) - current_log_prob.view(batch_size, n)], -1)
             gaps.append((torch.logsumexp(candidates, -1) - q).mean())
         return td + c.cql_alpha * torch.stack(gaps).mean()
+
+
+def backup_actions(config: SACConfig) -> int:
+    """The sampled next actions a max-target backup maxes over (1: none): CQL's own switch
+    for a CQL config, SAC's otherwise, as the agents."""
+    if isinstance(config, CQLConfig):
+        return config.cql_n_actions if config.cql_max_target_backup else 1
+    return config.max_target_actions if config.max_target_backup else 1
+
+
+def subset(config: SACConfig) -> list[int] | range:
+    """The critics a REDQ min (or the CQL term) covers: drawn by the agents' own rule, or all
+    of them when the subset would hold every critic."""
+    if config.target_subset >= config.num_critics:
+        return range(config.num_critics)
+    return draw_members(config.num_critics, config.target_subset,
+                        config.subset_with_replacement).tolist()
 
 
 @torch.no_grad()

@@ -146,10 +146,12 @@ def cql_update(iterations: int, compiled: bool, batch_size: int = 256,
 
 
 # The peer comparison's shapes: d3rlpy's CalQL defaults (2 critics 2×256 without LayerNorm,
-# batch 256, 10 sampled actions, α = 5) and WSRL's (10 LayerNorm critics).
+# batch 256, 10 sampled actions, α = 5) and WSRL's (10 LayerNorm critics); both without the
+# max-target backup, which d3rlpy's CalQL does not do (same work on both sides).
 PEER_SHAPES = {"d3rlpy's shapes": CQLConfig(num_critics=2, layer_norm=False, calql=True,
-                                            compile="off"),
-               "WSRL's shapes": CQLConfig(calql=True, compile="off")}
+                                            cql_max_target_backup=False, compile="off"),
+               "WSRL's shapes": CQLConfig(calql=True, cql_max_target_backup=False,
+                                          compile="off")}
 
 
 def peer_update(iterations: int, compiled: bool, device: str = "cpu") -> list[Figure]:

@@ -35,6 +35,8 @@ class FinetuneModule(LightningModule):
     `online_cql_alpha` = 0 (default) the online loss is plain SAC (WSRL: no CQL term online);
     > 0 keeps the pretraining's CQL term online with that α, and after a Cal-QL pretraining
     also its bound, on the MC returns of the online episodes (see `_online_agent`).
+    `max_target_backup`: the online SAC target maxes over `max_target_actions` (10) sampled
+    next actions (`SACConfig.max_target_backup`; official only in antmaze_wsrl, configs/antmaze).
     With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
     rolled out in the pretrained world model from online-buffer states, and each batch takes
     r of its rows from those imagined transitions (docs/world_model.md).
@@ -53,6 +55,7 @@ class FinetuneModule(LightningModule):
 
     def __init__(self, pretrained: str, warmup_steps: int = 5000, online_steps: int = 250_000,
                  utd: int = 4, batch_size: int = 1024, online_cql_alpha: float = 0.0,
+                 max_target_backup: bool = False,
                  retain_offline_ratio: float = 0.0, offline_dataset: str | None = None,
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
@@ -158,7 +161,8 @@ class FinetuneModule(LightningModule):
         """
         shared = {f.name: getattr(pretrained_config, f.name)
                   for f in dataclasses.fields(SACConfig)}
-        shared.update(utd=self.hparams.utd, backup_entropy=False)
+        shared.update(utd=self.hparams.utd, backup_entropy=False,
+                      max_target_backup=self.hparams.max_target_backup)
         for option in ("on_nonfinite", "compile"):  # unset: the pretraining's choice
             if self.hparams[option] is not None:
                 shared[option] = self.hparams[option]
