@@ -1,4 +1,4 @@
-"""Unlearning diagnostics of a fine-tuning curve (DESIGN.md §6).
+"""Unlearning diagnostics of a fine-tuning curve (docs/design.md).
 
 Curves are (online_steps, values) with online step 0 = the switch (the evaluation S0 is the
 score there). Everything is plain numpy so the same code scores live runs and saved CSVs. The

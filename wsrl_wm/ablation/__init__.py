@@ -1,4 +1,4 @@
-"""The rollout-ratio ablation (DESIGN.md §6, §7): pretrain once per seed, fine-tune every
+"""The rollout-ratio ablation (docs/design.md): pretrain once per seed, fine-tune every
 (r, seed) cell (plus optional baselines), then summarise unlearning per cell and report
 mean ± 95 % CI per r.
 

@@ -27,7 +27,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 
 @dataclass
 class SACConfig:
-    """Defaults are WSRL's online locomotion settings (DESIGN.md §4)."""
+    """Defaults are WSRL's online locomotion settings (docs/configs.md)."""
 
     discount: float = 0.99
     tau: float = 5e-3

@@ -38,7 +38,7 @@ from wsrl_wm.lightning.trainer_setup import default_callbacks, default_loggers
 from wsrl_wm.world_model import WorldModel, WorldModelConfig, branched_rollout
 from wsrl_wm.world_model.train import train_world_model
 
-ENV = "HalfCheetah-v5"  # obs 17, act 6: the locomotion sizes of DESIGN.md §4
+ENV = "HalfCheetah-v5"  # obs 17, act 6: the locomotion sizes
 OBS_DIM, ACT_DIM = 17, 6
 ROLLOUT_STARTS = 100_000  # the rollout batch
 

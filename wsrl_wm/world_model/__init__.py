@@ -1,4 +1,4 @@
-"""Learned dynamics for model-based rollouts (DESIGN.md §4 "World model", §9)."""
+"""Learned dynamics for model-based rollouts (docs/world_model.md)."""
 
 from wsrl_wm.world_model.accuracy import h_step_error, one_step_error, trajectory_windows
 from wsrl_wm.world_model.buffer import ModelBuffer

@@ -17,7 +17,7 @@ QUANTILE_GRID = 101
 
 @dataclass
 class WorldModelConfig:
-    """Defaults are MBPO's (DESIGN.md §4)."""
+    """Defaults are MBPO's (docs/world_model.md, docs/configs.md)."""
 
     num_members: int = 7
     num_elites: int = 5
