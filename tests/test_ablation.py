@@ -223,6 +223,7 @@ def smoke_sweep(tmp_path_factory, hopper_dataset) -> tuple[Sweep, subprocess.Com
     return sweep, result
 
 
+@pytest.mark.slow  # a real sweep of smoke fits (~1 min); CI runs it with -m slow
 def test_local_sweep_writes_results_report_and_plots(smoke_sweep):
     sweep, result = smoke_sweep
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -259,6 +260,7 @@ def hand_summary(cell_root: Path, warmup: int, window: float) -> dict:
             "q_offline_drift": q_policy[-1] - q_policy[0]}
 
 
+@pytest.mark.slow  # a real sweep of smoke fits (~1 min); CI runs it with -m slow
 def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
     """results.csv from each cell's evaluations.csv (warmup 50, dip window 15); the report's
     S0 and final columns from results.csv: mean ± t_{0.975,1}·s/√2 over the two seeds."""
@@ -286,6 +288,7 @@ def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
             assert shown == f"{mean:.3g} ± {half:.3g}", (column, shown)
 
 
+@pytest.mark.slow  # a real sweep of smoke fits (~1 min); CI runs it with -m slow
 def test_every_cell_keeps_its_command_log_record_and_config(smoke_sweep):
     sweep, _ = smoke_sweep
     pretrain, finetune = plan(sweep)
@@ -302,6 +305,7 @@ def test_every_cell_keeps_its_command_log_record_and_config(smoke_sweep):
             assert config["model"]["init_args"]["rollout"]["ratio"] == cell.ratio
 
 
+@pytest.mark.slow  # a real sweep of smoke fits (~1 min); CI runs it with -m slow
 def test_rerunning_the_sweep_starts_no_fit(smoke_sweep):
     sweep, first = smoke_sweep
     assert first.returncode == 0

@@ -146,6 +146,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # the whole pipeline through the CLI (~1.5 min); CI runs it with -m slow
 def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopper_dataset):
     pre = run_cli("fit", "--config", str(ROOT / "configs/smoke/pretrain.yaml"),
                   "--model.dataset", hopper_dataset, cwd=tmp_path)

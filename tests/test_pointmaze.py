@@ -213,6 +213,7 @@ def run_cli(*args, cwd):
                                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow  # collect, pretrain, fine-tune through the CLI (~35 s); CI: -m slow
 def test_collect_then_smoke_configs_through_the_cli(tmp_path):
     collected = run_cli("collect", "--env", "PointMaze_UMaze-v3", "--quality", "noisy",
                         "--steps", "3000", "--out", "data/pointmaze-smoke.hdf5", cwd=tmp_path)

@@ -7,15 +7,16 @@ def test_log_lines_print_one_line_every_five_percent(capsys):
     for _ in range(1000):
         bar.update(1)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 20 and "\r" not in "".join(lines)
-    assert lines[0].startswith("collect: 50/1000 (5%) score=12.5 [")
+    assert len(lines) == 21 and "\r" not in "".join(lines)
+    assert lines[0] == "collect: 0/1000 started"  # the log shows the loop began at once
+    assert lines[1].startswith("collect: 50/1000 (5%) score=12.5 [")
     assert lines[-1].startswith("collect: 1000/1000 (100%)")
 
 
 def test_log_lines_resume_from_an_initial_count(capsys):
     bar = LogLines(total=100, desc="train", initial=42)
     bar.update(3)
-    assert capsys.readouterr().err.startswith("train: 45/100 (45%)")
+    assert capsys.readouterr().err.splitlines()[1].startswith("train: 45/100 (45%)")
 
 
 def test_a_log_gets_lines_not_redraw_frames():

@@ -103,6 +103,7 @@ def git_log(repo: Path) -> list[str]:
                           text=True, check=True).stdout.splitlines()
 
 
+@pytest.mark.slow  # a real study of smoke fits (~70 s); CI runs it with -m slow
 def test_study_commits_each_cell_then_the_report(smoke_study):
     folder, _, result = smoke_study
     assert result.returncode == 0, result.stderr[-3000:]
@@ -121,6 +122,7 @@ def test_study_commits_each_cell_then_the_report(smoke_study):
     assert not any(str(folder) in arg for arg in record["args"])  # machine-independent
 
 
+@pytest.mark.slow  # a real study of smoke fits (~70 s); CI runs it with -m slow
 def test_report_numbers_recompute_from_results_csv(smoke_study):
     folder, _, result = smoke_study
     assert result.returncode == 0, result.stderr[-3000:]
@@ -141,6 +143,7 @@ def test_report_numbers_recompute_from_results_csv(smoke_study):
     assert paired.split(" | ")[4] == str(bootstrap_mean(retain))
 
 
+@pytest.mark.slow  # a real study of smoke fits (~70 s); CI runs it with -m slow
 def test_a_fresh_work_folder_resumes_from_the_committed_cells(smoke_study):
     folder, spec, first = smoke_study
     assert first.returncode == 0, first.stderr[-3000:]
@@ -155,6 +158,7 @@ def test_a_fresh_work_folder_resumes_from_the_committed_cells(smoke_study):
     assert not (folder / "work/pretrain").exists()
 
 
+@pytest.mark.slow  # a real study of smoke fits (~70 s); CI runs it with -m slow
 def test_an_archived_cell_of_other_arguments_is_not_reused(smoke_study, tmp_path):
     folder, spec, first = smoke_study
     assert first.returncode == 0
@@ -168,6 +172,7 @@ def test_an_archived_cell_of_other_arguments_is_not_reused(smoke_study, tmp_path
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a real study of smoke fits (~70 s); CI runs it with -m slow
 def test_report_only_reports_the_finished_cells_and_runs_nothing(smoke_study):
     folder, spec, first = smoke_study
     assert first.returncode == 0

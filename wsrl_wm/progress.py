@@ -16,6 +16,7 @@ class LogLines:
         self.total, self.desc, self.n, self.every = total, desc, initial, every_percent
         self.next_mark = (100 * initial // max(total, 1) // every_percent + 1) * every_percent
         self.postfix, self.start = "", time.monotonic()
+        print(f"{desc}: {initial}/{total} started", file=sys.stderr, flush=True)
 
     def update(self, n: int = 1) -> None:
         self.n += n
