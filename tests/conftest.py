@@ -100,6 +100,19 @@ def fit_module(module, root: Path, callbacks=()):
     return trainer
 
 
+def build_config_module(path: Path, source: tuple[str, str], root: Path):
+    """The module a fit config builds (LightningCLI, nothing run) on `source`, e.g.
+    ("--model.dataset", file): what `--print_config` never checks."""
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    cli = LightningCLI(LightningModule, subclass_mode_model=True, run=False,
+                       args=["--config", str(path), *source, "--trainer.logger", "false",
+                             "--trainer.default_root_dir", str(root)],
+                       trainer_defaults={"max_epochs": 1}, save_config_callback=None)
+    return cli.model
+
+
 @pytest.fixture(scope="session")
 def hopper_dataset(tmp_path_factory) -> str:
     """1500 random Hopper-v5 steps from the project's collector (seed 1: the fine-tuning env

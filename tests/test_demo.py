@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import build_config_module
 
 from wsrl_wm.ablation.study import load_spec
 from wsrl_wm.demo import DEMO_SPEC
@@ -45,18 +46,11 @@ def test_demo_is_the_pointmaze_study_on_fewer_steps():
 
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 def test_demo_pretraining_config_builds_on_planner_data(tmp_path):
-    from lightning.pytorch import LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
     data = tmp_path / "maze.hdf5"
     collect_pointmaze("PointMaze_Medium-v3", "noisy", 1500, 0, str(data), "eval")
-    path = ROOT / "configs/demo/pretrain.yaml"
-    cli = LightningCLI(LightningModule, subclass_mode_model=True, run=False,
-                       args=["--config", str(path), "--model.dataset", str(data),
-                             "--trainer.logger", "false", "--trainer.default_root_dir",
-                             str(tmp_path)],
-                       trainer_defaults={"max_epochs": 1}, save_config_callback=None)
-    assert type(cli.model) is PretrainModule
+    module = build_config_module(ROOT / "configs/demo/pretrain.yaml",
+                                 ("--model.dataset", str(data)), tmp_path)
+    assert type(module) is PretrainModule
     for key, value in init_args("configs/demo/pretrain.yaml").items():
         if key != "dataset" and not isinstance(value, dict):
-            assert cli.model.hparams[key] == value, key
+            assert module.hparams[key] == value, key

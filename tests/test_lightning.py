@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PRETRAIN_STEPS, fit_module
+from conftest import PRETRAIN_STEPS, build_config_module, fit_module
 from lightning.pytorch import Callback
 
 from wsrl_wm.agents.compilation import compile_available
@@ -214,18 +214,12 @@ def test_configs_build_their_modules(config, hopper_dataset, pretrained, tmp_pat
     trainer are constructed, on the test's Hopper dataset or pretrained checkpoint, with the
     config's own values in place."""
     import yaml
-    from lightning.pytorch import LightningModule
-    from lightning.pytorch.cli import LightningCLI
 
     path = ROOT / f"configs/{config}.yaml"
     init_args = yaml.safe_load(path.read_text())["model"]["init_args"]
     source = ("--model.dataset", hopper_dataset) if "dataset" in init_args else (
         "--model.pretrained", pretrained)
-    cli = LightningCLI(LightningModule, subclass_mode_model=True, run=False,
-                       args=["--config", str(path), *source, "--trainer.logger", "false",
-                             "--trainer.default_root_dir", str(tmp_path)],
-                       trainer_defaults={"max_epochs": 1}, save_config_callback=None)
-    module = cli.model
+    module = build_config_module(path, source, tmp_path)
     expected = FinetuneModule if "pretrained" in init_args else PretrainModule
     assert type(module) is expected
     for key, value in init_args.items():
