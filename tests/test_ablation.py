@@ -15,6 +15,7 @@ import yaml
 
 from wsrl_wm.ablation import Cell, LocalRunner, RayRunner, Sweep, mean_ci, plan, run_sweep
 from wsrl_wm.ablation.cell import describe, load_done, log_tail
+from wsrl_wm.ablation.plan import Variant
 from wsrl_wm.ablation.report import write_report
 from wsrl_wm.ablation.runners import cpu_cores, import_ray
 from wsrl_wm.errors import WsrlError
@@ -397,3 +398,25 @@ def test_shared_pretraining_plans_one_checkpoint_for_every_seed(tmp_path):
         assert cell.pretrain == "pretrain_seed3" and checkpoint in " ".join(cell.args)
         assert f"--seed_everything {cell.seed} --model.seed {cell.seed}" in " ".join(cell.args)
     assert [cell.seed for cell in finetune] == [3, 4, 3, 4]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_variant_with_pretrain_overrides_fine_tunes_from_its_own_pretraining(tmp_path, shared):
+    variant = Variant("small", 0.0, ("pretrain.model.agent.num_critics=2",
+                                     "model.warmup_steps=0"))
+    sweep = Sweep(PRETRAIN, FINETUNE, "hopper-medium-v2", str(tmp_path), ratios=(0.0,),
+                  seeds=(0, 1), variants=(variant,), shared_pretraining=shared)
+    pretrain, finetune = plan(sweep)
+    seeds = (0,) if shared else (0, 1)
+    assert [cell.name for cell in pretrain] == [
+        *(f"pretrain_seed{s}" for s in seeds), *(f"pretrain_small_seed{s}" for s in seeds)]
+    for cell in pretrain:
+        assert ("--model.agent.num_critics 2" in " ".join(cell.args)) == ("small" in cell.name)
+    for cell in finetune:
+        args, own = " ".join(cell.args), cell.variant == "small"
+        source = seeds[0] if shared else cell.seed
+        assert cell.pretrain == ("pretrain_small" if own else "pretrain") + f"_seed{source}"
+        folder = tmp_path / "pretrain" / ("small" if own else "") / f"seed_{source}"
+        assert f"{folder}/checkpoints/last.ckpt" in args
+        assert ("--model.warmup_steps 0" in args) == own
+        assert "num_critics" not in args

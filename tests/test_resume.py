@@ -1,5 +1,6 @@
-"""A fine-tune killed with SIGKILL (in the warmup, or online with model rollouts) resumes with
-`--ckpt_path last` and ends exactly where an uninterrupted run with the same seed ends."""
+"""A fine-tune killed with SIGKILL (in the warmup, or online with model rollouts, a JSRL roll-in
+drawn per episode and periodic resets) resumes with `--ckpt_path last` and ends exactly where an
+uninterrupted run with the same seed ends."""
 
 import os
 import signal
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("--model.warmup_steps", "200", "--model.online_steps", "300", "--model.eval_interval",
-       "100", "--model.checkpoint_interval", "25", "--model.rollout.ratio", "0.5")
+       "100", "--model.checkpoint_interval", "25", "--model.rollout.ratio", "0.5",
+       "--model.jsrl.guide_steps", "20", "--model.jsrl.curriculum", "random",
+       "--model.jsrl.learner", "pretrained", "--model.resets.interval", "70")
 
 
 def fit_command(pretrained: str, root: Path, *extra: str) -> list[str]:

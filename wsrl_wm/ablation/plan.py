@@ -32,13 +32,19 @@ def baseline_args(name: str, dataset: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Variant:
-    """A named fine-tuning setting beside the ratio grid: "KEY=VALUE" fit overrides for the
-    fine-tuning (like --set; "{dataset}" in a value stands for the sweep's dataset), run at
-    model-rollout ratio `ratio`."""
+    """A named setting beside the ratio grid: "KEY=VALUE" fit overrides (like --set; "{dataset}"
+    in a value stands for the sweep's dataset), run at model-rollout ratio `ratio`. They go to
+    the fine-tuning; a key prefixed `pretrain.` goes to a pretraining of the variant's own (per
+    seed, or shared as the sweep's), for settings the pretrained agent carries (e.g. its
+    architecture)."""
 
     name: str
     ratio: float = 0.0
     overrides: tuple[str, ...] = ()
+
+    @property
+    def own_pretraining(self) -> tuple[str, ...]:
+        return tuple(item for item in self.overrides if item.startswith("pretrain."))
 
 
 @dataclass(frozen=True)
@@ -84,30 +90,48 @@ def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
                "finetune": str(Path(sweep.finetune_config).resolve())}
     dataset = str(Path(sweep.dataset).resolve()) if Path(sweep.dataset).exists() else sweep.dataset
     routed = route_overrides(sweep.overrides, configs)
-    pretrain: dict[int, Cell] = {}
-    for seed in sweep.seeds[:1] if sweep.shared_pretraining else sweep.seeds:
+    pretrain_seeds = sweep.seeds[:1] if sweep.shared_pretraining else sweep.seeds
+    pretrain: dict[tuple[str, int], Cell] = {}  # by (whose pretraining, seed)
+    for seed in pretrain_seeds:
         root = out / "pretrain" / f"seed_{seed}"
-        pretrain[seed] = Cell(f"pretrain_seed{seed}", "pretrain", "pretrain", None, seed, root, (
-            "--config", configs["pretrain"], *routed["pretrain"], "--model.dataset", dataset,
-            *_seed_and_root(seed, root)))
-    variants = [(MAIN_VARIANT, float(r), ()) for r in sweep.ratios]
-    variants += [(name, 0.0, baseline_args(name, dataset)) for name in sweep.baselines]
+        pretrain[MAIN_VARIANT, seed] = Cell(f"pretrain_seed{seed}", "pretrain", "pretrain", None,
+                                            seed, root, _pretrain_args(configs, routed, dataset,
+                                                                       seed, root))
+    variants = [(MAIN_VARIANT, float(r), (), MAIN_VARIANT) for r in sweep.ratios]
+    variants += [(name, 0.0, baseline_args(name, dataset), MAIN_VARIANT)
+                 for name in sweep.baselines]
     for variant in sweep.variants:
         overrides = tuple(item.replace("{dataset}", dataset) for item in variant.overrides)
-        own = route_overrides(tuple(f"finetune.{item}" for item in overrides), configs)
-        variants.append((variant.name, float(variant.ratio), tuple(own["finetune"])))
+        own = route_overrides(tuple(item if item in variant.own_pretraining
+                                    else f"finetune.{item}" for item in overrides), configs)
+        source = MAIN_VARIANT
+        if own["pretrain"]:
+            source = variant.name
+            for seed in pretrain_seeds:
+                root = out / "pretrain" / variant.name / f"seed_{seed}"
+                pretrain[source, seed] = Cell(
+                    f"pretrain_{variant.name}_seed{seed}", "pretrain", "pretrain", None, seed,
+                    root, _pretrain_args(configs, {"pretrain": routed["pretrain"]
+                                                   + own["pretrain"]}, dataset, seed, root))
+        variants.append((variant.name, float(variant.ratio), tuple(own["finetune"]), source))
     finetune = []
-    for variant, ratio, extra in variants:
+    for variant, ratio, extra, whose in variants:
         for seed in sweep.seeds:
             name = f"{variant}_r{ratio:g}_seed{seed}"
             root = out / "cells" / name
-            source = pretrain[sweep.seeds[0] if sweep.shared_pretraining else seed]
+            source = pretrain[whose, pretrain_seeds[0] if sweep.shared_pretraining else seed]
             checkpoint = source.root / "checkpoints" / "last.ckpt"
             finetune.append(Cell(name, "finetune", variant, ratio, seed, root, (
                 "--config", configs["finetune"], *routed["finetune"],
                 "--model.pretrained", str(checkpoint), "--model.rollout.ratio", f"{ratio:g}",
                 *extra, *_seed_and_root(seed, root)), pretrain=source.name))
     return list(pretrain.values()), finetune
+
+
+def _pretrain_args(configs: dict[str, str], routed: dict[str, list[str]], dataset: str,
+                   seed: int, root: Path) -> tuple[str, ...]:
+    return ("--config", configs["pretrain"], *routed["pretrain"], "--model.dataset", dataset,
+            *_seed_and_root(seed, root))
 
 
 def _seed_and_root(seed: int, root: Path) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ seed), and rebuilds the report from every record.
     shared_pretraining: false              # true: every seed fine-tunes the first seed's
     variants:                              # name: fit overrides of the fine-tuning
       no_warmup: {model.warmup_steps: 0}
+      small: {pretrain.model.agent.num_critics: 2}  # `pretrain.`: its own pretraining
       retain: {model.retain_offline_ratio: 0.5, model.offline_dataset: "{dataset}"}
     set: [model.online_steps=20000]        # overrides for every fit (routed by phase)
     work: runs/study/hopper                # fit folders (large, not committed)

@@ -23,7 +23,8 @@ from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_csv_atomically
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import SCORE, dip_window_for
-from wsrl_wm.online import BatchSource, EnvRunner, Evaluator, Imagination
+from wsrl_wm.online import BatchSource, EnvRunner, Evaluator, Imagination, JSRLConfig, ResetConfig
+from wsrl_wm.online.resets import check_reset_layers, reset_layers
 from wsrl_wm.run_info import write_run_info
 from wsrl_wm.world_model import ModelBuffer, RolloutConfig, WorldModel
 
@@ -40,6 +41,8 @@ class FinetuneModule(LightningModule):
     With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
     rolled out in the pretrained world model from online-buffer states, and each batch takes
     r of its rows from those imagined transitions (docs/world_model.md).
+    `resets` (plasticity resets) and `jsrl` (a guide roll-in with its curriculum) are the
+    beyond-WSRL options of docs/beyond_wsrl.md; both are off by default.
 
     Everything imagination draws (start states, elites, model noise, the policy's actions in
     the model, model rows, the adaptation's splits) comes from its own generator, so an r > 0
@@ -61,9 +64,11 @@ class FinetuneModule(LightningModule):
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
                  dip_window: int | None = None, checkpoint_interval: int = 10_000,
                  on_nonfinite: str | None = None, compile: str | None = None,
+                 resets: ResetConfig | None = None, jsrl: JSRLConfig | None = None,
                  env: str | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
+        self.resets, self.jsrl = resets or ResetConfig(), jsrl or JSRLConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
                             offline_dataset, rollout, buffer_capacity)
         self.save_hyperparameters()
@@ -74,11 +79,23 @@ class FinetuneModule(LightningModule):
         if env is not None and env_dims(env) != (obs_dim, act_dim):
             raise WsrlError(f"{pretrained} was pretrained on {self.env_name!r}, which does not "
                             f"match env {env!r}; pretrain on {env!r} first")
+        self.obs_dim, self.act_dim = obs_dim, act_dim
         self.agent = self._online_agent(bundle.agent_config, obs_dim, act_dim)
         self.agent.load_state_dict(bundle.agent_state_for(self.agent))
+        self._pretrained_optimizers = bundle.optimizer_states
+        self.guide = None
+        if self.jsrl.enabled:  # the frozen pretrained agent rolls in; the learner may restart
+            self.guide = self._online_agent(bundle.agent_config, obs_dim, act_dim)
+            self.guide.load_state_dict(self.agent.state_dict())
+            self.guide.requires_grad_(False)
+            if self.jsrl.learner == "scratch":
+                self.agent = self._online_agent(bundle.agent_config, obs_dim, act_dim)
+                self._pretrained_optimizers = {}
+        self.roll_ins = np.random.default_rng([seed, 2])  # JSRL-Random's draws
+        if self.resets.enabled:
+            check_reset_layers(self.agent, self.resets)
         self.agent.compile_losses(online_steps)
         self.optimizer_names = list(self.agent.make_optimizers())
-        self._pretrained_optimizers = bundle.optimizer_states
         self.reward_scale, self.reward_bias = bundle.reward_scale, bundle.reward_bias
         self.probe = bundle.probe  # offline rows for diagnostics only: never a loss or buffer
         self.calql_online = isinstance(self.agent, CQL) and self.agent.config.calql
@@ -217,13 +234,16 @@ class FinetuneModule(LightningModule):
             "online_steps": hp.online_steps, "dip_window": self.dip_window, "utd": hp.utd,
             "batch_size": hp.batch_size, "rollout_ratio": self.rollout.ratio,
             "online_cql_alpha": hp.online_cql_alpha,
-            "retain_offline_ratio": hp.retain_offline_ratio, "pretrained": hp.pretrained})
+            "retain_offline_ratio": hp.retain_offline_ratio, "pretrained": hp.pretrained,
+            "resets": dataclasses.asdict(self.resets), "jsrl": dataclasses.asdict(self.jsrl)})
         self.runner = EnvRunner(make_env(self.env_name, hp.seed), self.buffer, self.reward_scale,
                                 self.reward_bias, episodic=self.calql_online)
         self.runner.reset(hp.seed)
         if self._resumed is not None:
             self.runner.load_state_dict(self._resumed)
             self._resumed = None
+        elif self.guide is not None:
+            self.start_roll_in()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.env_step >= self.total_env_steps:
@@ -238,6 +258,7 @@ class FinetuneModule(LightningModule):
             "buffer": self.buffer.state_dict(),
             "model_buffer": None if self.model_buffer is None else self.model_buffer.state_dict(),
             "sampler": self.sampler.get_state(), "imagination": self.imagination.get_state(),
+            "roll_ins": self.roll_ins.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             **self.evaluator.state_dict(),
@@ -256,6 +277,8 @@ class FinetuneModule(LightningModule):
         self.sampler.set_state(state["sampler"])
         if "imagination" in state:  # absent in checkpoints from before it existed
             self.imagination.set_state(state["imagination"])
+        if "roll_ins" in state:  # (as is this)
+            self.roll_ins.bit_generator.state = state["roll_ins"]
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -271,12 +294,16 @@ class FinetuneModule(LightningModule):
         if self.world_model is not None and online >= 0 and online % self.rollout.interval == 0:
             with stop_on_divergence(self, f"env step {self.env_step} (model rollouts)"):
                 self.imagine(online)
-        episode_return = self.runner.step(self.agent, self.device)
+        episode_return = self.runner.step(self.agent, self.device, self.guide)
         if episode_return is not None:
             log_at_env_step(self, {"train/episode_return": episode_return}, self.env_step)
+            if self.guide is not None:
+                self.start_roll_in(online + 1)
+        optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
+        if self.resets.due(online, self.hparams.online_steps):
+            self.reset(optimizers)
         info = {}
         if online >= 0 and (not self.calql_online or self.buffer.finished):
-            optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
             with stop_on_divergence(self, f"env step {self.env_step} (online update "
                                           f"{online + 1})"):
                 info = self.agent.update(self.sample_batch(), optimizers)
@@ -292,6 +319,22 @@ class FinetuneModule(LightningModule):
                                 self.env_step)
 
     # --- the parts, called in order ------------------------------------------------------
+
+    def start_roll_in(self, online_step: int | None = None) -> None:
+        """The guide's roll-in for the episode starting now (`JSRLConfig.roll_in`), logged."""
+        if online_step is None:
+            online_step = self.env_step - self.hparams.warmup_steps
+        self.runner.roll_in = self.jsrl.roll_in(online_step, self.hparams.online_steps,
+                                                self.roll_ins)
+        if online_step >= 0:
+            log_at_env_step(self, {"jsrl/roll_in": self.runner.roll_in}, self.env_step)
+
+    def reset(self, optimizers: dict) -> None:
+        """A plasticity reset (`reset_layers`) from a freshly initialised agent, logged as an
+        event on the env-step axis."""
+        fresh = type(self.agent)(self.obs_dim, self.act_dim, self.agent.config)
+        count = reset_layers(self.agent, fresh, self.resets, optimizers)
+        log_at_env_step(self, {"event/reset_parameters": count}, self.env_step)
 
     def imagine(self, online_step: int) -> None:
         """A round of model rollouts (`Imagination.round`), logged."""

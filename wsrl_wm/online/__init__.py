@@ -7,5 +7,7 @@ from wsrl_wm.online.batch_source import BatchSource
 from wsrl_wm.online.env_runner import EnvRunner
 from wsrl_wm.online.evaluator import Evaluator
 from wsrl_wm.online.imagination import Imagination
+from wsrl_wm.online.jsrl import JSRLConfig
+from wsrl_wm.online.resets import ResetConfig
 
-__all__ = ["BatchSource", "EnvRunner", "Evaluator", "Imagination"]
+__all__ = ["BatchSource", "EnvRunner", "Evaluator", "Imagination", "JSRLConfig", "ResetConfig"]

@@ -1,0 +1,168 @@
+"""The beyond-WSRL fine-tuning options: plasticity resets and the JSRL roll-in (semantics
+pinned by hand, then through a real fine-tuning run)."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import fit_module
+from wsrl_wm.agents import SAC, SACConfig
+from wsrl_wm.errors import WsrlError
+from wsrl_wm.lightning import FinetuneModule
+from wsrl_wm.online import EnvRunner, JSRLConfig, ResetConfig
+from wsrl_wm.online.resets import layer_groups, reset_layers
+
+SMALL = SACConfig(num_critics=3, critic_hidden=(8, 8), actor_hidden=(8, 8), layer_norm=True)
+
+
+def trained_pair(config: SACConfig = SMALL, seed: int = 0):
+    """(agent after one Adam step, so its optimisers hold moments; a fresh agent; optimisers)"""
+    torch.manual_seed(seed)
+    agent, fresh = SAC(3, 2, config), SAC(3, 2, config)
+    optimizers = agent.make_optimizers()
+    for name, module in (("critic", agent.critic), ("actor", agent.actor)):
+        loss = sum((p.pow(2) + p).sum() for p in module.parameters())  # no zero gradient
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
+    agent.target_critic.load_state_dict({k: v + 1 for k, v in
+                                         agent.critic.state_dict().items()})
+    return agent, fresh, optimizers
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_a_reset_touches_exactly_the_named_layers():
+    agent, fresh, optimizers = trained_pair()
+    before = {name: snapshot(getattr(agent, name)) for name in ("actor", "critic",
+                                                                 "target_critic")}
+    count = reset_layers(agent, fresh, ResetConfig(networks=("critic",), layers=2), optimizers)
+    # critic net: Linear0, LN0, ReLU, Linear1, LN1, ReLU, head -> layers (L0+LN0), (L1+LN1), head
+    reset = {"mlp.net.3.weight", "mlp.net.3.bias", "mlp.net.4.weight", "mlp.net.4.bias",
+             "mlp.net.6.weight", "mlp.net.6.bias"}
+    critic, fresh_critic = agent.critic.state_dict(), fresh.critic.state_dict()
+    for key, value in critic.items():
+        expected = fresh_critic[key] if key in reset else before["critic"][key]
+        assert torch.equal(value, expected), key
+        target = agent.target_critic.state_dict()[key]
+        assert torch.equal(target, value if key in reset else before["target_critic"][key]), key
+    assert all(torch.equal(v, before["actor"][k]) for k, v in agent.actor.state_dict().items())
+    assert count == sum(critic[k].numel() for k in reset)
+    moments = dict(agent.critic.named_parameters())
+    for key, param in moments.items():
+        state = optimizers["critic"].state[param]
+        assert (state["exp_avg"].abs().sum() == 0) == (key in reset), key
+        assert (float(state["step"]) == 0) == (key in reset), key
+
+
+def test_shrink_and_perturb_pulls_toward_a_fresh_draw_and_keeps_the_log_std_with_the_head():
+    config = SACConfig(**{**SMALL.__dict__, "actor_state_dependent_std": False})
+    agent, fresh, optimizers = trained_pair(config)
+    with torch.no_grad():
+        agent.actor.log_std.fill_(-1.0)
+    before = snapshot(agent.actor)
+    reset_layers(agent, fresh, ResetConfig(networks=("actor",), layers=1, shrink=0.75),
+                 optimizers)
+    after, new = agent.actor.state_dict(), fresh.actor.state_dict()
+    for key in ("net.6.weight", "net.6.bias", "log_std"):
+        torch.testing.assert_close(after[key], 0.75 * before[key] + 0.25 * new[key])
+    assert torch.equal(after["net.0.weight"], before["net.0.weight"])
+    assert [len(group) for group in layer_groups(agent.actor)] == [4, 4, 3]
+
+
+def test_reset_schedule_and_bad_settings():
+    periodic = ResetConfig(interval=100)
+    assert [s for s in range(-5, 400) if periodic.due(s, 300)] == [100, 200]
+    assert [s for s in range(-5, 400) if ResetConfig(at_switch=True).due(s, 300)] == [0]
+    assert not ResetConfig().enabled
+    for bad, message in (({"networks": ("value",)}, "networks"), ({"layers": 0}, "layers"),
+                         ({"shrink": 1.0}, "shrink"), ({"interval": -1}, "interval")):
+        with pytest.raises(WsrlError, match=message):
+            ResetConfig(**bad)
+
+
+def test_jsrl_curriculum_stages_fall_linearly_to_no_roll_in():
+    config = JSRLConfig(guide_steps=100, stages=5)
+    rng = np.random.default_rng(0)
+    roll_ins = [config.roll_in(step, 1000, rng) for step in (0, 199, 200, 400, 650, 800, 999)]
+    assert roll_ins == [100, 100, 75, 50, 25, 0, 0]
+    assert config.roll_in(-1, 1000, rng) > 10**9  # the warmup: the guide acts throughout
+    random = JSRLConfig(guide_steps=7, curriculum="random")
+    draws = [random.roll_in(5, 1000, np.random.default_rng(3)) for _ in range(3)]
+    assert len(set(draws)) == 1 and 0 <= draws[0] <= 7  # one seeded draw per episode
+    spread = {random.roll_in(5, 1000, rng) for _ in range(400)}
+    assert spread == set(range(8))
+    for bad, message in (({"guide_steps": -1}, "guide_steps"), ({"stages": 1}, "stages"),
+                         ({"curriculum": "linear"}, "curriculum"), ({"learner": "x"}, "learner")):
+        with pytest.raises(WsrlError, match=message):
+            JSRLConfig(**bad)
+
+
+class Constant:
+    def __init__(self, value: float):
+        self.value = value
+
+    def act(self, obs):
+        return torch.full((2,), self.value)
+
+
+class Recorder:
+    def __init__(self):
+        self.actions = []
+
+    def add(self, rows):
+        self.actions.append(float(rows["actions"][0, 0]))
+
+
+class StubEnv:
+    """Episodes of 5 steps; actions are recorded by the buffer."""
+
+    def reset(self, seed=None):
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(3, np.float32), 0.0, False, self.t == 5, {}
+
+
+def test_the_guide_acts_for_the_roll_in_of_each_episode_then_the_learner():
+    buffer = Recorder()
+    runner = EnvRunner(StubEnv(), buffer)
+    runner.reset(0)
+    runner.roll_in = 3
+    for _ in range(5):
+        runner.step(Constant(-1.0), guide=Constant(1.0))
+    runner.roll_in = 1
+    for _ in range(5):
+        runner.step(Constant(-1.0), guide=Constant(1.0))
+    assert buffer.actions == [1, 1, 1, -1, -1, 1, -1, -1, -1, -1]
+
+
+def metrics_of(root, name: str) -> list[tuple[int, float]]:
+    rows = csv.DictReader(open(next(root.glob("csv/version_*/metrics.csv"))))
+    return [(int(float(r["env_step"])), float(r[name])) for r in rows if r.get(name)]
+
+
+def test_a_fine_tuning_run_resets_on_schedule_and_rolls_in_the_frozen_guide(pretrained,
+                                                                             tmp_path):
+    module = FinetuneModule(pretrained, warmup_steps=20, online_steps=30, batch_size=32,
+                            eval_interval=30, eval_episodes=1, log_interval=10,
+                            resets=ResetConfig(layers=1, at_switch=True, interval=10),
+                            jsrl=JSRLConfig(guide_steps=6, stages=3, learner="scratch"))
+    pretrained_actor = FinetuneModule(pretrained, warmup_steps=1, online_steps=1).agent.actor
+    guide_before = snapshot(module.guide)
+    for key, value in module.guide.actor.state_dict().items():
+        assert torch.equal(value, pretrained_actor.state_dict()[key])
+    assert not torch.equal(module.agent.actor.net[0].weight, pretrained_actor.net[0].weight)
+    fit_module(module, tmp_path)
+    resets = metrics_of(tmp_path, "event/reset_parameters")
+    assert [step for step, _ in resets] == [20, 30, 40]  # env steps of online steps 0, 10, 20
+    assert all(torch.equal(v, guide_before[k]) for k, v in module.guide.state_dict().items())
+    roll_ins = metrics_of(tmp_path, "jsrl/roll_in")
+    assert roll_ins and all(value == {0: 6, 1: 3, 2: 0}[(step - 20) * 3 // 30]
+                            for step, value in roll_ins)
