@@ -12,7 +12,7 @@ from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
 from wsrl_wm.online import EnvRunner, JSRLConfig, ResetConfig
-from wsrl_wm.online.resets import layer_groups, reset_layers
+from wsrl_wm.online.resets import check_reset_layers, layer_groups, reset_layers
 
 SMALL = SACConfig(num_critics=3, critic_hidden=(8, 8), actor_hidden=(8, 8), layer_norm=True)
 
@@ -79,7 +79,7 @@ def test_reset_schedule_and_bad_settings():
     assert [s for s in range(-5, 400) if periodic.due(s, 300)] == [100, 200]
     assert [s for s in range(-5, 400) if ResetConfig(at_switch=True).due(s, 300)] == [0]
     assert not ResetConfig().enabled
-    for bad, message in (({"networks": ("value",)}, "networks"), ({"layers": 0}, "layers"),
+    for bad, message in (({"networks": ("value",)}, "networks"), ({"layers": -1}, "layers"),
                          ({"shrink": 1.0}, "shrink"), ({"interval": -1}, "interval")):
         with pytest.raises(WsrlError, match=message):
             ResetConfig(**bad)
@@ -166,3 +166,12 @@ def test_a_fine_tuning_run_resets_on_schedule_and_rolls_in_the_frozen_guide(pret
     roll_ins = metrics_of(tmp_path, "jsrl/roll_in")
     assert roll_ins and all(value == {0: 6, 1: 3, 2: 0}[(step - 20) * 3 // 30]
                             for step, value in roll_ins)
+
+
+def test_layers_zero_resets_every_layer_and_too_many_layers_fail_before_the_run():
+    agent, fresh, optimizers = trained_pair()
+    reset_layers(agent, fresh, ResetConfig(networks=("actor",), layers=0), optimizers)
+    for key, value in agent.actor.state_dict().items():
+        assert torch.equal(value, fresh.actor.state_dict()[key]), key
+    with pytest.raises(WsrlError, match="exceeds the 3 layers of the actor"):
+        check_reset_layers(agent, ResetConfig(layers=4))

@@ -17,14 +17,14 @@ NETWORKS = ("actor", "critic")
 class ResetConfig:
     """`layers`: how many layers, counted from the output, each named network loses (a layer
     is a linear map with the LayerNorm after it; the actor's state-independent log-std counts
-    with its head); null = all of them. `shrink`: the share of the old weights kept,
-    θ ← shrink·θ + (1 − shrink)·θ_fresh (0 = a full reset, 0 < shrink < 1 = shrink-and-perturb
-    toward a fresh draw). Resets happen at the switch (`at_switch`, before the first update)
+    with its head); 0 = all of them (not null: the CLI cannot pass a nested null). `shrink`:
+    the share of the old weights kept, θ ← shrink·θ + (1 − shrink)·θ_fresh (0 = a full reset,
+    0 < shrink < 1 = shrink-and-perturb toward a fresh draw). Resets happen at the switch (`at_switch`, before the first update)
     and every `interval` online steps (0 = never); the target critics' same layers take the
     reset critics' new weights and Adam's moments of every reset parameter restart from zero."""
 
     networks: tuple[str, ...] = NETWORKS
-    layers: int | None = 1
+    layers: int = 1
     shrink: float = 0.0
     at_switch: bool = False
     interval: int = 0
@@ -35,8 +35,8 @@ class ResetConfig:
         if unknown or not self.networks:
             raise WsrlError(f"resets.networks must name some of {', '.join(NETWORKS)}, got "
                             f"{list(self.networks)}")
-        if self.layers is not None and self.layers < 1:
-            raise WsrlError(f"resets.layers must be >= 1 (or null for all), got {self.layers}")
+        if self.layers < 0:
+            raise WsrlError(f"resets.layers must be >= 1 (or 0 for all), got {self.layers}")
         if not 0.0 <= self.shrink < 1.0:
             raise WsrlError(f"resets.shrink must be in [0, 1), got {self.shrink}")
         if self.interval < 0:
@@ -83,7 +83,7 @@ def reset_layers(agent: nn.Module, fresh: nn.Module, config: ResetConfig,
     configuration); returns how many parameters were reset. In place, so compiled updates and
     optimisers keep their references."""
     count = 0
-    chosen = slice(None) if config.layers is None else slice(-config.layers, None)
+    chosen = slice(-config.layers, None) if config.layers else slice(None)
     for name in config.networks:
         groups = layer_groups(getattr(agent, name))[chosen]
         for params, fresh_params in zip(groups, layer_groups(getattr(fresh, name))[chosen],
@@ -112,6 +112,6 @@ def check_reset_layers(agent: nn.Module, config: ResetConfig) -> None:
     """Fail before the run starts when a network has fewer layers than asked for."""
     for name in config.networks:
         available = len(layer_groups(getattr(agent, name)))
-        if config.layers is not None and config.layers > available:
+        if config.layers > available:
             raise WsrlError(f"resets.layers {config.layers} exceeds the {available} layers of "
-                            f"the {name}; use at most {available} (or null for all)")
+                            f"the {name}; use at most {available} (or 0 for all)")
