@@ -40,8 +40,9 @@ class Imagination:
 
     def round(self, agent, online, online_step: int, env_step: int,
               device: torch.device) -> dict[str, float]:
-        """A round of branched rollouts of the current policy from `online`-buffer states,
-        after measuring the model on the online transitions gathered since the last round
+        """A round of branched rollouts of the current policy from `online`-buffer states
+        (`online` holds env steps, also when the agent acts in chunks), after measuring the
+        model on the online transitions gathered since the last round
         (which it has never been trained on) and on the offline probe. Returns its metrics."""
         fresh = on_device(online.latest(self.rollout.interval), device)
         metrics = self.accuracy(fresh, device)
@@ -56,7 +57,8 @@ class Imagination:
             transitions, stats = branched_rollout(
                 self.world_model, agent.actor, starts.to(device),
                 self.rollout.horizon_at(online_step), self.terminated, threshold,
-                self.generator, self.skip_nonfinite, task_fn)
+                self.generator, self.skip_nonfinite, task_fn, agent.config.action_chunk,
+                agent.config.discount)
         count = len(transitions["rewards"])  # the switch's round may exceed the nominal size
         self.buffer.resize(max(self.rollout.buffer_capacity(online_step), count))
         if count:
