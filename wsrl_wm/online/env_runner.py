@@ -30,7 +30,7 @@ class EnvRunner:
         self.obs, self.episode_return = None, 0.0
         self.queue: list[np.ndarray] = []  # the current chunk's actions not yet executed
         self.pending: list[dict] = []  # the latest steps, whose chunk rows are not yet written
-        self.episode_rewards: list[float] = []  # per step: chunk rows' MC returns need them
+        self.episode_rewards: list[float] = []  # per step, for chunk rows' MC returns
 
     def reset(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
@@ -50,7 +50,8 @@ class EnvRunner:
         if self.step_buffer is not None:
             self.step_buffer.add(step)
         self.pending.append({**step, "timeouts": np.array([truncated and not terminated])})
-        self.episode_rewards.append(float(reward))
+        if self.episodic and self.action_chunk > 1:
+            self.episode_rewards.append(float(reward))
         self.episode_return += float(reward)
         self.obs = next_obs
         ended = terminated or truncated
