@@ -1,12 +1,15 @@
 """Action chunking (Q-chunking): the h-step backup, chunk rows offline and online, chunks
 executed open-loop, imagined chunks, and the option through the CLI configs."""
 
+import subprocess
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ACT_DIM, OBS_DIM, build_raw
+from conftest import ACT_DIM, OBS_DIM, TINY_AGENT, TINY_WORLD_MODEL, build_raw, fit_module
 from test_lightning import ROOT, read_csv, run_cli
+from test_resume import ENV, assert_same_state, fit_command, kill_after_checkpoint
 
 from wsrl_wm.agents import SAC, CQLConfig, SACConfig
 from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer, mc_returns
@@ -14,8 +17,9 @@ from wsrl_wm.data.chunks import chunk_rows
 from wsrl_wm.envs import make_env
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
+from wsrl_wm.lightning import PretrainModule
 from wsrl_wm.online import EnvRunner
-from wsrl_wm.world_model import branched_rollout
+from wsrl_wm.world_model import WorldModelConfig, branched_rollout
 
 H, GAMMA = 3, 0.9
 
@@ -264,3 +268,28 @@ def test_chunked_pretraining_and_finetuning_through_the_cli(tmp_path, hopper_dat
     rounds = [r for r in read_csv(tmp_path / "runs/imagined/csv/version_0/metrics.csv")
               if r["rollout/transitions"]]
     assert rounds and all(float(r["model/one_step_mse"]) >= 0 for r in rounds)
+
+
+@pytest.mark.slow  # three 500-step fits in subprocesses (~2 min)
+def test_a_killed_chunked_run_resumes_exactly(hopper_dataset, tmp_path):
+    """SIGKILL online (with model rollouts, so the one-step buffer too), resume: the end state
+    is the uninterrupted run's, chunk rows, pending steps and unexecuted actions included."""
+    module = PretrainModule("Hopper-v5", hopper_dataset, CQLConfig(**TINY_AGENT, action_chunk=H),
+                            steps=20, batch_size=32, eval_interval=20, eval_episodes=1,
+                            world_model=WorldModelConfig(**TINY_WORLD_MODEL))
+    fit_module(module, tmp_path / "pretrain")
+    pretrained = str(tmp_path / "pretrain/checkpoints/last.ckpt")
+    subprocess.run(fit_command(pretrained, tmp_path / "whole"), env=ENV, check=True,
+                   capture_output=True)
+    kill_after_checkpoint(pretrained, tmp_path / "killed", 260)
+    resumed = subprocess.run(fit_command(pretrained, tmp_path / "killed", "--ckpt_path", "last"),
+                             env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got, want = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=False)
+                 for run in ("killed", "whole"))
+    assert_same_state(got, want)
+    assert got["online_state"]["buffer"]["storage"]["actions"].shape[1] == H * ACT_DIM
+    steps, reference = got["online_state"]["step_buffer"], want["online_state"]["step_buffer"]
+    assert steps["size"] == reference["size"] == 500
+    for key, rows in steps["storage"].items():
+        assert torch.equal(rows, reference["storage"][key]), key
