@@ -42,10 +42,10 @@ class Imagination:
               device: torch.device) -> dict[str, float]:
         """A round of branched rollouts of the current policy from `online`-buffer states
         (`online` holds env steps, also when the agent acts in chunks), after measuring the
-        model on the online transitions gathered since the last round
-        (which it has never been trained on) and on the offline probe. Returns its metrics."""
+        model on the online transitions gathered since the last round (which it has never
+        been trained on) and on the offline probe. Returns its metrics."""
         fresh = on_device(online.latest(self.rollout.interval), device)
-        metrics = self.accuracy(fresh, device)
+        metrics = self.accuracy(fresh, device, agent.config.action_chunk)
         starts = online.sample(self.rollout.starts_at(online_step),
                                self.generator)["observations"]
         quantile = self.rollout.uncertainty_quantile
@@ -67,14 +67,16 @@ class Imagination:
                     "model_buffer/mean_age": self.buffer.mean_age(env_step)}
         return {**metrics, **stats}
 
-    def accuracy(self, fresh: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    def accuracy(self, fresh: dict[str, torch.Tensor], device: torch.device,
+                 action_chunk: int = 1) -> dict[str, float]:
         """One-step error on `fresh` online rows and on the offline probe (does an adapted
-        model unlearn the offline data?), and the H-step error (H = the largest rollout
-        horizon) of open-loop predictions along the real trajectories in `fresh`."""
+        model unlearn the offline data?), and the H-step error (H = the model steps of the
+        longest rollout: its horizon in chunks of `action_chunk`) of open-loop predictions
+        along the real trajectories in `fresh`."""
         probe = on_device(self.probe, device)
         metrics = {MODEL_COLUMNS["model_one_step"]: one_step_error(self.world_model, fresh),
                    MODEL_COLUMNS["model_probe"]: one_step_error(self.world_model, probe)}
-        horizon = max(self.rollout.horizon, self.rollout.max_horizon or 0)
+        horizon = max(self.rollout.horizon, self.rollout.max_horizon or 0) * action_chunk
         states, actions = trajectory_windows(fresh, horizon)
         if len(states):
             errors = h_step_error(self.world_model, states, actions)
