@@ -44,12 +44,12 @@ class PretrainModule(LightningModule):
         self.agent = CQL(obs_dim, act_dim, agent)
         self.agent.compile_losses(steps)
         self.optimizer_names = list(self.agent.make_optimizers())
-        steps = load_offline_steps(dataset, env, agent.discount, reward_scale, reward_bias,
-                                   sparse_negative_reward)
+        data = load_offline_steps(dataset, env, agent.discount, reward_scale, reward_bias,
+                                  sparse_negative_reward)
         h = agent.action_chunk
-        self.offline = as_tensors(chunk_rows(steps, h, agent.discount))  # the agent's rows
+        self.offline = as_tensors(chunk_rows(data, h, agent.discount))  # the agent's rows
         # The world model is one-step: it learns from env steps, not chunks.
-        self.offline_steps = self.offline if h == 1 else as_tensors(steps)
+        self.offline_steps = self.offline if h == 1 else as_tensors(data)
         self.last_eval: dict = {}
         # A fixed offline sample that fine-tuning keeps for Q diagnostics only (never trained on).
         rows = torch.randperm(len(self.offline["rewards"]),
@@ -58,7 +58,7 @@ class PretrainModule(LightningModule):
         # With chunks, the probe rows' first steps, for the world model's probe error.
         self.step_probe = None
         if h > 1:
-            first = torch.as_tensor(chunk_starts(steps["terminals"], steps["timeouts"], h)[0])
+            first = torch.as_tensor(chunk_starts(data["terminals"], data["timeouts"], h)[0])
             self.step_probe = {k: v[first[rows]].clone() for k, v in self.offline_steps.items()}
         self.world_model, self.world_model_config = None, world_model
         if world_model is not None:
@@ -113,8 +113,7 @@ class PretrainModule(LightningModule):
             agent_state=self.agent.state_dict(),
             optimizer_states=dict(zip(self.optimizer_names, optimizer_states, strict=True)),
             probe=self.probe, step_probe=self.step_probe, reward_scale=hp.reward_scale,
-            reward_bias=hp.reward_bias,
-            sparse_negative_reward=hp.sparse_negative_reward,
+            reward_bias=hp.reward_bias, sparse_negative_reward=hp.sparse_negative_reward,
             world_model_config=self.world_model_config,
             world_model_state=None if self.world_model is None else self.world_model.state_dict())
 

@@ -54,13 +54,12 @@ class EnvRunner:
             self.episode_rewards.append(float(reward))
         self.episode_return += float(reward)
         self.obs = next_obs
-        ended = terminated or truncated
-        if ended or len(self.pending) == self.action_chunk:
-            self.write_rows()
-        if not ended:
-            if len(self.pending) == self.action_chunk:
-                self.pending.pop(0)  # its row is written
+        if not (terminated or truncated):
+            if len(self.pending) == self.action_chunk:  # a window of h steps is complete
+                self.write_rows()
+                self.pending.pop(0)
             return None
+        self.write_rows()  # the windows the episode's end completes
         finished, self.episode_return = self.episode_return, 0.0
         self.obs, _ = self.env.reset()
         if self.episodic:
