@@ -1,6 +1,7 @@
 """Differences to plain WSRL, paired by seed, and the task's regime.
 
-Every variant of a seed fine-tunes the same pretrained checkpoint, so seed-to-seed variation of
+Every variant of a seed fine-tunes the same pretrained checkpoint (unless it has a pretraining of
+its own, `Variant.own_pretraining`: then it pairs by seed only), so seed-to-seed variation of
 the pretraining cancels in the per-seed difference to WSRL (r = 0); the difference's 95 % CI is
 a percentile bootstrap over seeds (resampled with replacement, a fixed generator, so a report
 recomputed from the same results.csv is identical).

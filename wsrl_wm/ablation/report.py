@@ -201,7 +201,8 @@ def _within(windows: list[float]) -> str:
 
 
 PAIRED_CAPTION = ("Paired difference to WSRL (r = 0): per seed, variant − WSRL on the same "
-                  "pretrained checkpoint; mean [95 % percentile-bootstrap CI over seeds, "
+                  "pretrained checkpoint (a variant with a pretraining of its own pairs by "
+                  "seed only); mean [95 % percentile-bootstrap CI over seeds, "
                   f"{RESAMPLES} resamples].")
 
 
