@@ -2,18 +2,21 @@
 pinned by hand, then through a real fine-tuning run)."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import build_config_module, fit_module
 
-from tests.conftest import fit_module
+from wsrl_wm.ablation.study import load_spec
 from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
 from wsrl_wm.online import EnvRunner, JSRLConfig, ResetConfig
 from wsrl_wm.online.resets import check_reset_layers, layer_groups, reset_layers
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = SACConfig(num_critics=3, critic_hidden=(8, 8), actor_hidden=(8, 8), layer_norm=True)
 
 
@@ -175,3 +178,18 @@ def test_layers_zero_resets_every_layer_and_too_many_layers_fail_before_the_run(
         assert torch.equal(value, fresh.actor.state_dict()[key]), key
     with pytest.raises(WsrlError, match="exceeds the 3 layers of the actor"):
         check_reset_layers(agent, ResetConfig(layers=4))
+
+
+def test_the_study_variants_reach_the_module_through_the_cli(pretrained, tmp_path):
+    spec = load_spec(ROOT / "configs/study/beyond.yaml")
+    for variant in spec.variants:
+        args = [f"--{key}" if i % 2 == 0 else key
+                for i, key in enumerate(part for item in variant.overrides
+                                        for part in item.split("=", 1))]
+        module = build_config_module(ROOT / "configs/smoke/finetune.yaml",
+                                     ("--model.pretrained", pretrained, *args), tmp_path)
+        for item in variant.overrides:
+            key, value = item.split("=", 1)
+            option, field = key.split(".")[1:]
+            assert str(getattr(getattr(module, option), field)).lower() == value, item
+        assert module.resets.enabled or module.jsrl.enabled

@@ -16,11 +16,12 @@ EVAL_SEED_OFFSET = 10**6
 
 @torch.no_grad()
 def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int,
-             deterministic: bool = True) -> dict:
+             action_chunk: int = 1, deterministic: bool = True) -> dict:
     """Mean raw return and normalised score of `episodes` episodes on a fresh env (its own
     instance, so evaluation never disturbs the training env's episode); sparse-reward tasks add
     eval/success_rate in [0, 1]. Fine-tuning scores the deterministic policy; the collector
-    scores the stochastic one, which writes its data."""
+    scores the stochastic one, which writes its data. An actor of chunks of `action_chunk`
+    actions has each chunk executed open-loop (the episode may end inside one)."""
     spec = resolve_env(env_name)
     env = make_env(env_name)
     device = next(actor.parameters()).device
@@ -30,11 +31,14 @@ def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int,
         done, rewards, infos = False, [], []
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            action = actor(obs_t, deterministic=deterministic)[0].cpu().numpy()
-            obs, reward, terminated, truncated, info = env.step(action)
-            rewards.append(float(reward))
-            infos.append(info)
-            done = terminated or truncated
+            chunk = actor(obs_t, deterministic=deterministic)[0].cpu().numpy()
+            for action in chunk.reshape(action_chunk, -1):
+                obs, reward, terminated, truncated, info = env.step(action)
+                rewards.append(float(reward))
+                infos.append(info)
+                done = terminated or truncated
+                if done:
+                    break
         returns.append(sum(rewards))
         if spec.sparse:
             successes.append(episode_success(spec.family, infos, rewards))

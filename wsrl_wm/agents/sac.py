@@ -53,7 +53,7 @@ class SACConfig:
     critic_lr: float = 3e-4
     temperature_lr: float = 1e-4
     initial_temperature: float = 1.0
-    target_entropy: float | None = None  # None → −|A|
+    target_entropy: float | None = None  # None → −|A| (−h·|A| for chunks of h)
     backup_entropy: bool = False  # WSRL: no entropy term in the Bellman target
     # Max-target backup: the target maxes the subset-min target Q over `max_target_actions`
     # sampled next actions (official SAC `max_target_backup`, `n_actions` 10:
@@ -65,6 +65,10 @@ class SACConfig:
     on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
     q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
     compile: str = "auto"  # torch.compile the update: "auto" (long runs), "on" or "off"
+    # Action chunking (Q-chunking, Li, Zhou & Levine 2025): actor and critics act on chunks of
+    # h consecutive actions, one flattened action of h·|A|, backed up over h steps with γ^h
+    # (docs/design.md, "Action chunking"). 1: plain one-step actions.
+    action_chunk: int = 1
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in NONFINITE_POLICIES:
@@ -78,6 +82,8 @@ class SACConfig:
         if self.max_target_actions < 1:
             raise WsrlError(f"max_target_actions must be at least 1, got "
                             f"{self.max_target_actions}")
+        if self.action_chunk < 1:
+            raise WsrlError(f"action_chunk must be at least 1, got {self.action_chunk}")
         if self.kernel_scale_final is not None and not self.kernel_scale_final > 0:
             raise WsrlError(f"kernel_scale_final must be positive (or null for gain √2), got "
                             f"{self.kernel_scale_final}")
@@ -85,8 +91,10 @@ class SACConfig:
 
 class SAC(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, config: SACConfig | None = None):
+        """`act_dim`: the env's; the networks take a chunk of `config.action_chunk` of them."""
         super().__init__()
         self.config = config = config or SACConfig()
+        act_dim *= config.action_chunk
         init = dict(init=config.init, kernel_scale_final=config.kernel_scale_final)
         self.actor = TanhGaussianActor(obs_dim, act_dim, config.actor_hidden, config.layer_norm,
                                        config.actor_state_dependent_std, **init)
@@ -128,7 +136,9 @@ class SAC(nn.Module):
     def td_target(self, batch: Batch) -> torch.Tensor:
         """r + γ·(1 − terminal)·min over the drawn target critics of Q(s', a'), a' ~ π(s');
         with n = `backup_actions()` > 1, the max of that over n sampled a' (the entropy
-        term, if any, is taken before the max, as the official `_process_target_next_qs`)."""
+        term, if any, is taken before the max, as the official `_process_target_next_qs`).
+        For chunks of h actions the rows are h steps long (wsrl_wm/data/chunks.py): r is the
+        chunk's discounted reward sum, s' the state h steps on, and γ becomes γ^h."""
         n, next_obs = self.backup_actions(), batch["next_observations"]
         if n > 1:
             next_obs = repeat_rows(next_obs, n)
@@ -140,7 +150,8 @@ class SAC(nn.Module):
         if n > 1:
             target_q = target_q.view(-1, n).max(dim=1).values
         not_done = 1.0 - batch["terminals"].float()
-        return batch["rewards"] + self.config.discount * not_done * target_q
+        discount = self.config.discount ** self.config.action_chunk
+        return batch["rewards"] + discount * not_done * target_q
 
     def backup_actions(self) -> int:
         """How many sampled next actions the target maxes over (1: the plain backup)."""

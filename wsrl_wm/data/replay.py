@@ -1,5 +1,6 @@
 """A ring-buffer replay memory of preallocated tensors: batched inserts, uniform sampling."""
 
+import numpy as np
 import torch
 
 from wsrl_wm.data.returns import mc_returns
@@ -97,14 +98,22 @@ class EpisodeReplayBuffer(ReplayBuffer):
         super().add({**batch, "mc_returns": torch.zeros(count)})
         self.open = min(self.open + count, self.size)
 
-    def end_episode(self) -> None:
-        """The episode in progress ended (terminal or time limit): write its rows' returns."""
+    def end_episode(self, returns: np.ndarray | None = None) -> None:
+        """The episode in progress ended (terminal or time limit): write its rows' returns,
+        computed from the rows' rewards, or given, one per row it added, oldest first (chunk
+        rows, whose rewards are h steps each: `returns_to_go` of the episode's steps)."""
         rows = self._rows_before(self.position, self.open)
-        rewards = self.storage["rewards"][rows].double().cpu().numpy()
-        returns = mc_returns(rewards, rewards * 0, rewards * 0, self.discount,
-                             self.sparse_negative_reward)  # its last row closes the episode
+        if returns is None:
+            returns = self.returns_to_go(self.storage["rewards"][rows].double().cpu().numpy())
+        else:
+            returns = returns[len(returns) - self.open:]  # the rows not overwritten since
         self.storage["mc_returns"][rows] = torch.as_tensor(returns, device=self.device)
         self.open = 0
+
+    def returns_to_go(self, rewards: np.ndarray) -> np.ndarray:
+        """Each step's discounted return-to-go in one finished episode of `rewards`."""
+        return mc_returns(rewards, rewards * 0, rewards * 0, self.discount,
+                          self.sparse_negative_reward)  # its last row closes the episode
 
     @property
     def finished(self) -> int:

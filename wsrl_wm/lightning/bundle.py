@@ -33,6 +33,9 @@ class PretrainedBundle:
     sparse_negative_reward: float | None = None
     world_model_config: WorldModelConfig | None = None
     world_model_state: dict[str, torch.Tensor] | None = None
+    # With action chunks (`agent_config.action_chunk` > 1), the probe rows are chunks; these are
+    # their first env steps, on which the one-step world model is measured. None: the probe.
+    step_probe: dict[str, torch.Tensor] | None = None
 
     def to_dict(self) -> dict:
         """Plain types only (configs as dicts), so a later code version reads it by name."""
@@ -77,6 +80,11 @@ class PretrainedBundle:
         if BUNDLE_KEY in ckpt:
             return cls.from_dict(ckpt[BUNDLE_KEY], str(path))
         return cls.from_dict(_legacy_record(ckpt, str(path)), str(path))
+
+    @property
+    def model_probe(self) -> dict[str, torch.Tensor]:
+        """The probe as env steps, for the world model."""
+        return self.probe if self.step_probe is None else self.step_probe
 
     def agent_state_for(self, agent: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The pretrained entries `agent` has (an online SAC lacks e.g. the CQL multiplier)."""

@@ -99,22 +99,25 @@ class FinetuneModule(LightningModule):
         self.reward_scale, self.reward_bias = bundle.reward_scale, bundle.reward_bias
         self.probe = bundle.probe  # offline rows for diagnostics only: never a loss or buffer
         self.calql_online = isinstance(self.agent, CQL) and self.agent.config.calql
-        if self.calql_online:
-            self.buffer = EpisodeReplayBuffer(buffer_capacity, obs_dim, act_dim,
+        self.action_chunk = chunk = self.agent.config.action_chunk
+        if self.calql_online:  # rows of `chunk` env steps (wsrl_wm/data/chunks.py)
+            self.buffer = EpisodeReplayBuffer(buffer_capacity, obs_dim, act_dim * chunk,
                                               self.agent.config.discount,
                                               bundle.sparse_negative_reward)
         else:
-            self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
+            self.buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim * chunk)
         self.offline_buffer = None
         if retain_offline_ratio > 0:
             offline = load_offline_tensors(offline_dataset, self.env_name,
                                            self.agent.config.discount, self.reward_scale,
-                                           self.reward_bias, bundle.sparse_negative_reward)
+                                           self.reward_bias, bundle.sparse_negative_reward,
+                                           chunk)
             self.offline_buffer = ReplayBuffer.for_transitions(
-                len(offline["rewards"]), obs_dim, act_dim, with_mc_returns=self.calql_online)
+                len(offline["rewards"]), obs_dim, act_dim * chunk,
+                with_mc_returns=self.calql_online)
             self.offline_buffer.add(offline)
         self.rollout = rollout
-        self.world_model = self.model_buffer = self.model_rollouts = None
+        self.world_model = self.model_buffer = self.model_rollouts = self.step_buffer = None
         if rollout.ratio > 0 and self.calql_online:
             raise WsrlError("online_cql_alpha > 0 after a Cal-QL pretraining keeps the Cal-QL "
                             "bound, which needs an MC return for every row, and imagined "
@@ -123,7 +126,9 @@ class FinetuneModule(LightningModule):
             self.world_model = self._pretrained_world_model(
                 bundle, obs_dim, act_dim, rollout.uncertainty_quantile is not None)
             self.world_model.requires_grad_(rollout.adapt_interval > 0)
-            self.model_buffer = ModelBuffer(rollout.buffer_capacity(0), obs_dim, act_dim)
+            self.model_buffer = ModelBuffer(rollout.buffer_capacity(0), obs_dim, act_dim * chunk)
+            if chunk > 1:  # the one-step model is measured and adapted on env steps
+                self.step_buffer = ReplayBuffer.for_transitions(buffer_capacity, obs_dim, act_dim)
         self.env_step = 0
         self._resumed: dict | None = None
         self.dip_window = dip_window_for(dip_window, online_steps)
@@ -136,11 +141,11 @@ class FinetuneModule(LightningModule):
                                    rollout.ratio)
         if self.world_model is not None:
             self.model_rollouts = Imagination(
-                self.world_model, rollout, self.model_buffer, self.env_name, self.probe,
+                self.world_model, rollout, self.model_buffer, self.env_name, bundle.model_probe,
                 self.imagination, self.reward_scale, self.reward_bias,
                 self.agent.config.on_nonfinite == "skip")
         self.evaluator = Evaluator(self.env_name, eval_episodes, seed, self.probe, self.buffer,
-                                   warmup_steps, self.dip_window)
+                                   warmup_steps, self.dip_window, chunk)
 
     @staticmethod
     def _check_options(warmup_steps, online_steps, utd, batch_size, retain_ratio, dataset,
@@ -237,7 +242,9 @@ class FinetuneModule(LightningModule):
             "retain_offline_ratio": hp.retain_offline_ratio, "pretrained": hp.pretrained,
             "resets": dataclasses.asdict(self.resets), "jsrl": dataclasses.asdict(self.jsrl)})
         self.runner = EnvRunner(make_env(self.env_name, hp.seed), self.buffer, self.reward_scale,
-                                self.reward_bias, episodic=self.calql_online)
+                                self.reward_bias, episodic=self.calql_online,
+                                action_chunk=self.action_chunk,
+                                discount=self.agent.config.discount, step_buffer=self.step_buffer)
         self.runner.reset(hp.seed)
         if self._resumed is not None:
             self.runner.load_state_dict(self._resumed)
@@ -257,6 +264,7 @@ class FinetuneModule(LightningModule):
             "env_step": self.env_step, **self.runner.state_dict(),
             "buffer": self.buffer.state_dict(),
             "model_buffer": None if self.model_buffer is None else self.model_buffer.state_dict(),
+            "step_buffer": None if self.step_buffer is None else self.step_buffer.state_dict(),
             "sampler": self.sampler.get_state(), "imagination": self.imagination.get_state(),
             "roll_ins": self.roll_ins.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -274,6 +282,8 @@ class FinetuneModule(LightningModule):
         self.buffer.load_state_dict(state["buffer"])
         if self.model_buffer is not None and state["model_buffer"] is not None:
             self.model_buffer.load_state_dict(state["model_buffer"])
+        if self.step_buffer is not None:
+            self.step_buffer.load_state_dict(state["step_buffer"])
         self.sampler.set_state(state["sampler"])
         if "imagination" in state:  # absent in checkpoints from before it existed
             self.imagination.set_state(state["imagination"])
@@ -338,14 +348,19 @@ class FinetuneModule(LightningModule):
 
     def imagine(self, online_step: int) -> None:
         """A round of model rollouts (`Imagination.round`), logged."""
-        metrics = self.model_rollouts.round(self.agent, self.buffer, online_step, self.env_step,
-                                            self.device)
+        metrics = self.model_rollouts.round(self.agent, self.model_rows, online_step,
+                                            self.env_step, self.device)
         log_at_env_step(self, metrics, self.env_step)
 
     def adapt_world_model(self) -> None:
         """The world model's adaptation on the online buffer (`Imagination.adapt`), logged."""
-        log_at_env_step(self, self.model_rollouts.adapt(self.buffer, self.device),
+        log_at_env_step(self, self.model_rollouts.adapt(self.model_rows, self.device),
                         self.env_step)
+
+    @property
+    def model_rows(self) -> ReplayBuffer:
+        """The online env steps the world model starts from, is measured and adapted on."""
+        return self.buffer if self.step_buffer is None else self.step_buffer
 
     def sample_batch(self) -> dict[str, torch.Tensor]:
         return self.batches.sample(self.device)

@@ -5,13 +5,14 @@ from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, CQLConfig
+from wsrl_wm.data.chunks import chunk_rows, chunk_starts
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
 from wsrl_wm.lightning.bundle import BUNDLE_KEY, PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
-from wsrl_wm.lightning.offline_data import RandomBatches, load_offline_tensors
+from wsrl_wm.lightning.offline_data import RandomBatches, as_tensors, load_offline_steps
 from wsrl_wm.metrics import SCORE
 from wsrl_wm.world_model import WorldModel, WorldModelConfig, train_world_model
 
@@ -43,13 +44,22 @@ class PretrainModule(LightningModule):
         self.agent = CQL(obs_dim, act_dim, agent)
         self.agent.compile_losses(steps)
         self.optimizer_names = list(self.agent.make_optimizers())
-        self.offline = load_offline_tensors(dataset, env, agent.discount, reward_scale,
-                                            reward_bias, sparse_negative_reward)
+        data = load_offline_steps(dataset, env, agent.discount, reward_scale, reward_bias,
+                                  sparse_negative_reward)
+        h = agent.action_chunk
+        self.offline = as_tensors(chunk_rows(data, h, agent.discount))  # the agent's rows
+        # The world model is one-step: it learns from env steps, not chunks.
+        self.offline_steps = self.offline if h == 1 else as_tensors(data)
         self.last_eval: dict = {}
         # A fixed offline sample that fine-tuning keeps for Q diagnostics only (never trained on).
         rows = torch.randperm(len(self.offline["rewards"]),
                               generator=torch.Generator().manual_seed(seed))[:probe_size]
         self.probe = {k: v[rows].clone() for k, v in self.offline.items()}
+        # With chunks, the probe rows' first steps, for the world model's probe error.
+        self.step_probe = None
+        if h > 1:
+            first = torch.as_tensor(chunk_starts(data["terminals"], data["timeouts"], h)[0])
+            self.step_probe = {k: v[first[rows]].clone() for k, v in self.offline_steps.items()}
         self.world_model, self.world_model_config = None, world_model
         if world_model is not None:
             with torch.random.fork_rng(devices=[]):  # leave the agent's random stream as is,
@@ -71,7 +81,7 @@ class PretrainModule(LightningModule):
         if self.world_model is None or self.world_model_trained:
             return
         generator = torch.Generator().manual_seed(self.hparams.seed)
-        metrics = train_world_model(self.world_model, self.offline, self.world_model_config,
+        metrics = train_world_model(self.world_model, self.offline_steps, self.world_model_config,
                                     generator)
         self.world_model_trained.fill_(True)
         log_at_env_step(self, {f"world_model/{k}": v for k, v in metrics.items()
@@ -86,7 +96,8 @@ class PretrainModule(LightningModule):
             log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
             self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
-                                      self.hparams.seed + EVAL_SEED_OFFSET)
+                                      self.hparams.seed + EVAL_SEED_OFFSET,
+                                      action_chunk=self.agent.config.action_chunk)
             log_at_env_step(self, self.last_eval, step)
 
     def progress_metrics(self) -> dict:
@@ -101,8 +112,8 @@ class PretrainModule(LightningModule):
             env=self.env_name, dataset=hp.dataset, agent_config=self.agent.config,
             agent_state=self.agent.state_dict(),
             optimizer_states=dict(zip(self.optimizer_names, optimizer_states, strict=True)),
-            probe=self.probe, reward_scale=hp.reward_scale, reward_bias=hp.reward_bias,
-            sparse_negative_reward=hp.sparse_negative_reward,
+            probe=self.probe, step_probe=self.step_probe, reward_scale=hp.reward_scale,
+            reward_bias=hp.reward_bias, sparse_negative_reward=hp.sparse_negative_reward,
             world_model_config=self.world_model_config,
             world_model_state=None if self.world_model is None else self.world_model.state_dict())
 

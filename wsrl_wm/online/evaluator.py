@@ -13,17 +13,18 @@ class Evaluator:
     latest online rows (as many as the probe has). Keeps every evaluation's metrics."""
 
     def __init__(self, env_name: str, episodes: int, seed: int, probe: dict[str, torch.Tensor],
-                 online, warmup_steps: int, dip_window: float):
+                 online, warmup_steps: int, dip_window: float, action_chunk: int = 1):
         self.env_name, self.episodes, self.seed = env_name, episodes, seed
         self.probe, self.online = probe, online  # probe: diagnostics only, never a loss
         self.warmup_steps, self.dip_window = warmup_steps, dip_window
+        self.action_chunk = action_chunk  # actions per policy query, executed open-loop
         self.last_eval: dict = {}
         self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
         self.evaluations: list[dict] = []  # every evaluation's metrics
 
     def __call__(self, agent, env_step: int, device: torch.device | str = "cpu") -> dict:
         self.last_eval = evaluate(agent.actor, self.env_name, self.episodes,
-                                  self.seed + EVAL_SEED_OFFSET)
+                                  self.seed + EVAL_SEED_OFFSET, self.action_chunk)
         probe = {k: v.to(device) for k, v in self.probe.items()}
         latest = self.online.latest(len(probe["rewards"]))
         latest = {k: v.to(device) for k, v in latest.items()}

@@ -40,11 +40,12 @@ class Imagination:
 
     def round(self, agent, online, online_step: int, env_step: int,
               device: torch.device) -> dict[str, float]:
-        """A round of branched rollouts of the current policy from `online`-buffer states,
-        after measuring the model on the online transitions gathered since the last round
-        (which it has never been trained on) and on the offline probe. Returns its metrics."""
+        """A round of branched rollouts of the current policy from `online`-buffer states
+        (`online` holds env steps, also when the agent acts in chunks), after measuring the
+        model on the online transitions gathered since the last round (which it has never
+        been trained on) and on the offline probe. Returns its metrics."""
         fresh = on_device(online.latest(self.rollout.interval), device)
-        metrics = self.accuracy(fresh, device)
+        metrics = self.accuracy(fresh, device, agent.config.action_chunk)
         starts = online.sample(self.rollout.starts_at(online_step),
                                self.generator)["observations"]
         quantile = self.rollout.uncertainty_quantile
@@ -56,7 +57,8 @@ class Imagination:
             transitions, stats = branched_rollout(
                 self.world_model, agent.actor, starts.to(device),
                 self.rollout.horizon_at(online_step), self.terminated, threshold,
-                self.generator, self.skip_nonfinite, task_fn)
+                self.generator, self.skip_nonfinite, task_fn, agent.config.action_chunk,
+                agent.config.discount)
         count = len(transitions["rewards"])  # the switch's round may exceed the nominal size
         self.buffer.resize(max(self.rollout.buffer_capacity(online_step), count))
         if count:
@@ -65,14 +67,16 @@ class Imagination:
                     "model_buffer/mean_age": self.buffer.mean_age(env_step)}
         return {**metrics, **stats}
 
-    def accuracy(self, fresh: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    def accuracy(self, fresh: dict[str, torch.Tensor], device: torch.device,
+                 action_chunk: int = 1) -> dict[str, float]:
         """One-step error on `fresh` online rows and on the offline probe (does an adapted
-        model unlearn the offline data?), and the H-step error (H = the largest rollout
-        horizon) of open-loop predictions along the real trajectories in `fresh`."""
+        model unlearn the offline data?), and the H-step error (H = the model steps of the
+        longest rollout: its horizon in chunks of `action_chunk`) of open-loop predictions
+        along the real trajectories in `fresh`."""
         probe = on_device(self.probe, device)
         metrics = {MODEL_COLUMNS["model_one_step"]: one_step_error(self.world_model, fresh),
                    MODEL_COLUMNS["model_probe"]: one_step_error(self.world_model, probe)}
-        horizon = max(self.rollout.horizon, self.rollout.max_horizon or 0)
+        horizon = max(self.rollout.horizon, self.rollout.max_horizon or 0) * action_chunk
         states, actions = trajectory_windows(fresh, horizon)
         if len(states):
             errors = h_step_error(self.world_model, states, actions)

@@ -19,9 +19,10 @@ class ResetConfig:
     is a linear map with the LayerNorm after it; the actor's state-independent log-std counts
     with its head); 0 = all of them (not null: the CLI cannot pass a nested null). `shrink`:
     the share of the old weights kept, θ ← shrink·θ + (1 − shrink)·θ_fresh (0 = a full reset,
-    0 < shrink < 1 = shrink-and-perturb toward a fresh draw). Resets happen at the switch (`at_switch`, before the first update)
-    and every `interval` online steps (0 = never); the target critics' same layers take the
-    reset critics' new weights and Adam's moments of every reset parameter restart from zero."""
+    0 < shrink < 1 = shrink-and-perturb toward a fresh draw). Resets happen at the switch
+    (`at_switch`, before the first update) and every `interval` online steps (0 = never). The
+    target critics' same layers take the reset critics' new weights, and Adam's moments of
+    every reset parameter restart from zero."""
 
     networks: tuple[str, ...] = NETWORKS
     layers: int = 1

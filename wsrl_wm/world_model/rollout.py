@@ -98,8 +98,15 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
                      uncertainty_threshold: float | None = None,
                      generator: torch.Generator | None = None,
                      drop_nonfinite: bool = False,
-                     task_fn: TaskFn | None = None) -> tuple[dict, dict]:
+                     task_fn: TaskFn | None = None, action_chunk: int = 1,
+                     discount: float = 0.99) -> tuple[dict, dict]:
     """Roll the current (stochastic) policy out in the model for up to `horizon` steps.
+
+    With `action_chunk` h > 1 the actor gives chunks of h actions and `horizon` counts chunks:
+    the one-step model is stepped h times with each chunk's actions, and each chunk becomes
+    one chunk row (wsrl_wm/data/chunks.py: rewards summed with `discount`, a terminal inside
+    the chunk ends it, the actions after it repeat the last one); a gated or non-finite step
+    drops its whole chunk.
 
     A rollout stops at a terminal state (the terminal transition is kept, flagged) or, when
     gated, before a transition whose ensemble disagreement (standardised, as
@@ -126,8 +133,12 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
     # counted here, synced once at the end.
     counts = torch.zeros(4, dtype=torch.long, device=obs.device)
     predictions = 0
-    for _ in range(horizon):
-        action = actor(obs)[0]
+    h, chunk_reward = action_chunk, None
+    for step in range(horizon * h):
+        k = step % h  # the step within the chunk
+        if k == 0:
+            first_obs, actions = obs, actor(obs)[0].view(len(obs), h, -1)
+        action = actions[:, k]
         next_obs, reward = world_model.sample(obs, action, generator)
         if task_fn is not None:
             reward, done = task_fn(obs, action, next_obs)
@@ -144,11 +155,19 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
             certain = disagreement <= uncertainty_threshold
             counts[3] += (keep & ~certain).sum()
             keep &= certain
-        for key, value in zip(rows, (obs, action, reward, next_obs, done.float()), strict=True):
-            rows[key].append(value[keep])
+        chunk_reward = reward if k == 0 else chunk_reward + discount ** k * reward
+        if k + 1 < h:  # a chunk cut by a terminal: its later actions repeat this one
+            actions[:, k + 1:] = torch.where(done[:, None, None], action[:, None],
+                                             actions[:, k + 1:])
+        complete = keep & (done | (k + 1 == h))
+        for key, value in zip(rows, (first_obs, actions.flatten(1), chunk_reward, next_obs,
+                                     done.float()), strict=True):
+            rows[key].append(value[complete])
         lengths[alive[keep]] += 1
         running = keep & ~done
         obs, alive = next_obs[running], alive[running]
+        first_obs, actions, chunk_reward = first_obs[running], actions[running], \
+            chunk_reward[running]
         if not len(obs):
             break
     bad_obs, bad_reward, bad, gated = counts.tolist()
