@@ -1,11 +1,16 @@
 """Shared helpers: write hand-made D4RL-format hdf5 files with plain h5py (no library code)."""
 
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+
+# A plain `pytest` (without the Makefile's WANDB_MODE=disabled) must never reach for wandb's
+# servers: fits that build their own loggers would otherwise ask for an API key.
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 OBS_DIM = 11  # Hopper-v5
 ACT_DIM = 3

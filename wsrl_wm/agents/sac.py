@@ -67,7 +67,7 @@ class SACConfig:
     compile: str = "auto"  # torch.compile the update: "auto" (long runs), "on" or "off"
     # Action chunking (Q-chunking, Li, Zhou & Levine 2025): actor and critics act on chunks of
     # h consecutive actions, one flattened action of h·|A|, backed up over h steps with γ^h
-    # (docs/design.md, "Action chunking"). 1: plain one-step actions.
+    # (docs/beyond_wsrl.md, "Action chunking"). 1: plain one-step actions.
     action_chunk: int = 1
 
     def __post_init__(self) -> None:

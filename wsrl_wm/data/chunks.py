@@ -1,5 +1,5 @@
 """Action-chunk rows (Q-chunking): one row per start step t of h consecutive steps, so that a
-critic on chunks backs up over h steps with γ^h (docs/design.md, "Action chunking").
+critic on chunks backs up over h steps with γ^h (docs/beyond_wsrl.md, "Action chunking").
 
 A row holds s_t, the actions a_t … a_{t+h−1} flattened, the discounted reward sum
 Σ_{k<h} γ^k r_{t+k}, s_{t+h} and whether the episode terminated within the window. At an
