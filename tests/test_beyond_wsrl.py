@@ -181,11 +181,13 @@ def test_layers_zero_resets_every_layer_and_too_many_layers_fail_before_the_run(
 
 
 def test_the_study_variants_reach_the_module_through_the_cli(pretrained, tmp_path):
+    """The fine-tuning options of configs/study/beyond.yaml, as the study passes them."""
     spec = load_spec(ROOT / "configs/study/beyond.yaml")
-    for variant in spec.variants:
-        args = [f"--{key}" if i % 2 == 0 else key
-                for i, key in enumerate(part for item in variant.overrides
-                                        for part in item.split("=", 1))]
+    options = [v for v in spec.variants if not v.own_pretraining]
+    assert {v.name for v in options} >= {"reset", "jsrl", "jsrl_wsrl", "shrink_perturb"}
+    for variant in options:
+        args = [part if i % 2 else f"--{part}"
+                for item in variant.overrides for i, part in enumerate(item.split("=", 1))]
         module = build_config_module(ROOT / "configs/smoke/finetune.yaml",
                                      ("--model.pretrained", pretrained, *args), tmp_path)
         for item in variant.overrides:
