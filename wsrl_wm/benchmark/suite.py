@@ -152,7 +152,7 @@ def cql_update(iterations: int, compiled: bool, batch_size: int = 256,
                              ("≥ 2", ""), others)
     rate = {figure.name: figure.value for figure in figures}
     best = rate["best / reference"] * rate["reference"]
-    return [*figures, Figure(section, f"best / reference with the {EVERY_CRITIC}",
+    return [*figures, Figure(section, f"best / reference, {EVERY_CRITIC}",
                              best / rate[f"reference, {EVERY_CRITIC}"], "x")]
 
 
