@@ -14,7 +14,7 @@ from conftest import PRETRAIN_STEPS, build_config_module, fit_module
 from lightning.pytorch import Callback
 
 from wsrl_wm.agents.compilation import compile_available
-from wsrl_wm.cli import main
+from wsrl_wm.cli import main, nested_nulls
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule, PretrainModule
@@ -201,6 +201,23 @@ def test_paper_configs_print_a_complete_config(capsys, family, phase):
     assert "class_path: wsrl_wm.lightning." in printed
     assert "max_epochs: 1" in printed
     assert ("cql_alpha" if phase == "pretrain" else "warmup_steps: 5000") in printed
+
+
+def test_a_nested_null_on_the_command_line_reaches_its_field(capsys):
+    """LightningCLI alone turns `--model.rollout.uncertainty_quantile null` into the string
+    "None" and rejects it; the CLI passes it as a one-key mapping, keeping the group's other
+    values, whichever spelling."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"),
+              "--model.rollout.uncertainty_quantile", "0.9", "--model.rollout.interval", "7",
+              "--model.rollout.uncertainty_quantile", "null", "--model.resets.interval=3",
+              "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "uncertainty_quantile: null" in printed and "      interval: 7" in printed
+    assert "      interval: 3" in printed  # --key=value spelling left as it was
+    assert nested_nulls(["--model.world_model", "null", "--a.b.c=null", "--a.b.c", "1"]) == [
+        "--model.world_model", "null", "--a.b", '{"c": null}', "--a.b.c", "1"]
 
 
 BUILDABLE = [f"{folder}/{phase}" for folder in ("smoke", "cpu", "hopper")

@@ -1,6 +1,7 @@
 """`wsrl-wm` console script: `collect` datasets, `fit` (LightningCLI), and the `demo` main job."""
 
 import argparse
+import json
 import re
 import signal
 import sys
@@ -119,12 +120,32 @@ def fit_command(argv: list[str]) -> None:
         argv = [*argv, "--weights_only", "false"]
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
-        WsrlCLI(LightningModule, subclass_mode_model=True, args=["fit", *argv],
+        WsrlCLI(LightningModule, subclass_mode_model=True, args=["fit", *nested_nulls(argv)],
                 trainer_defaults={"max_epochs": 1, "enable_model_summary": False},
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"exit_on_error": False})
     except ArgumentError as exc:
         raise WsrlError(config_error_line(str(exc))) from None
+
+
+def nested_nulls(argv: list[str]) -> list[str]:
+    """`--model.rollout.uncertainty_quantile null` as `--model.rollout '{"uncertainty_quantile":
+    null}'`: LightningCLI hands a null inside a nested dataclass to its field as the string
+    "None", which fails the field's type; the one-key mapping form sets it and keeps the
+    group's other values."""
+    out, i = [], 0
+    while i < len(argv):
+        key, eq, value = argv[i].partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        group, _, field = key.rpartition(".")
+        if key.startswith("--") and group.count(".") >= 1 and value == "null":
+            out += [group, json.dumps({field: None})]
+            i += 1 if eq else 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def config_error_line(message: str) -> str:

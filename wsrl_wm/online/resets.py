@@ -17,9 +17,9 @@ NETWORKS = ("actor", "critic")
 class ResetConfig:
     """`layers`: how many layers, counted from the output, each named network loses (a layer
     is a linear map with the LayerNorm after it; the actor's state-independent log-std counts
-    with its head); 0 = all of them (not null: the CLI cannot pass a nested null). `shrink`:
-    the share of the old weights kept, θ ← shrink·θ + (1 − shrink)·θ_fresh (0 = a full reset,
-    0 < shrink < 1 = shrink-and-perturb toward a fresh draw). Resets happen at the switch
+    with its head); 0 = all of them. `shrink`: the share of the old weights kept,
+    θ ← shrink·θ + (1 − shrink)·θ_fresh (0 = a full reset, 0 < shrink < 1 = shrink-and-perturb
+    toward a fresh draw). Resets happen at the switch
     (`at_switch`, before the first update) and every `interval` online steps (0 = never). The
     target critics' same layers take the reset critics' new weights, and Adam's moments of
     every reset parameter restart from zero."""
