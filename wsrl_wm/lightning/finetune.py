@@ -250,7 +250,7 @@ class FinetuneModule(LightningModule):
             self.runner.load_state_dict(self._resumed)
             self._resumed = None
         elif self.guide is not None:
-            self.start_roll_in()
+            self.start_roll_in(self.env_step - hp.warmup_steps)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.env_step >= self.total_env_steps:
@@ -309,14 +309,13 @@ class FinetuneModule(LightningModule):
             log_at_env_step(self, {"train/episode_return": episode_return}, self.env_step)
             if self.guide is not None:
                 self.start_roll_in(online + 1)
-        optimizers = dict(zip(self.optimizer_names, self.optimizers(), strict=True))
         if self.resets.due(online, self.hparams.online_steps):
-            self.reset(optimizers)
+            self.reset()
         info = {}
         if online >= 0 and (not self.calql_online or self.buffer.finished):
             with stop_on_divergence(self, f"env step {self.env_step} (online update "
                                           f"{online + 1})"):
-                info = self.agent.update(self.sample_batch(), optimizers)
+                info = self.agent.update(self.sample_batch(), self.named_optimizers())
         self.env_step += 1
         online += 1
         if online > 0 and (online % self.hparams.eval_interval == 0
@@ -330,20 +329,22 @@ class FinetuneModule(LightningModule):
 
     # --- the parts, called in order ------------------------------------------------------
 
-    def start_roll_in(self, online_step: int | None = None) -> None:
-        """The guide's roll-in for the episode starting now (`JSRLConfig.roll_in`), logged."""
-        if online_step is None:
-            online_step = self.env_step - self.hparams.warmup_steps
+    def start_roll_in(self, online_step: int) -> None:
+        """The guide's roll-in for the episode starting at `online_step` (`JSRLConfig.roll_in`),
+        logged."""
         self.runner.roll_in = self.jsrl.roll_in(online_step, self.hparams.online_steps,
                                                 self.roll_ins)
         if online_step >= 0:
             log_at_env_step(self, {"jsrl/roll_in": self.runner.roll_in}, self.env_step)
 
-    def reset(self, optimizers: dict) -> None:
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return dict(zip(self.optimizer_names, self.optimizers(), strict=True))
+
+    def reset(self) -> None:
         """A plasticity reset (`reset_layers`) from a freshly initialised agent, logged as an
         event on the env-step axis."""
         fresh = type(self.agent)(self.obs_dim, self.act_dim, self.agent.config)
-        count = reset_layers(self.agent, fresh, self.resets, optimizers)
+        count = reset_layers(self.agent, fresh, self.resets, self.named_optimizers())
         log_at_env_step(self, {"event/reset_parameters": count}, self.env_step)
 
     def imagine(self, online_step: int) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.ensemble import EnsembleLayerNorm
 from wsrl_wm.errors import WsrlError
 
 NETWORKS = ("actor", "critic")
@@ -67,7 +68,7 @@ def layer_groups(network: nn.Module) -> list[list[nn.Parameter]]:
         params = list(module.parameters(recurse=False))
         if not params:
             continue
-        if "Norm" in type(module).__name__:
+        if isinstance(module, (nn.LayerNorm, EnsembleLayerNorm)):
             groups[-1] += params
         else:
             groups.append(params)
