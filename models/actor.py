@@ -26,12 +26,14 @@ class TanhGaussianActor(nn.Module):
     written with softplus for stability) instead of through torch.distributions, which is both
     faster and exact. `state_dependent_std=False` learns one log-std vector (used for antmaze).
     `init`, `kernel_scale_final`: models/init.py (the mean and log-std heads are orthogonal
-    each on its own, as the official code's two Dense heads).
+    each on its own, as the official code's two Dense heads). The std is kept in [1e-5, 10], the
+    official actor's `std_min` / `std_max` (clamping the log-std there is the same map).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256),
                  layer_norm: bool = False, state_dependent_std: bool = True,
-                 log_std_min: float = -20.0, log_std_max: float = 2.0, init: str = "official",
+                 log_std_min: float = math.log(1e-5), log_std_max: float = math.log(10.0),
+                 init: str = "official",
                  kernel_scale_final: float | None = 1e-2):
         super().__init__()
         check_init(init)

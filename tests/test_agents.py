@@ -283,10 +283,11 @@ def adam_steps(optimizer: torch.optim.Optimizer) -> set[int]:
             for p in group["params"]}
 
 
+@pytest.mark.parametrize("rule", ["official", "trained_only"])
 @pytest.mark.parametrize("utd", [1, 3])
-def test_update_utd_steps_and_slices(utd, monkeypatch):
+def test_update_utd_steps_and_slices(utd, rule, monkeypatch):
     torch.manual_seed(6)
-    agent = SAC(OBS, ACT, SACConfig(num_critics=4, utd=utd, tau=0.1, **SMALL))
+    agent = SAC(OBS, ACT, SACConfig(num_critics=4, utd=utd, tau=0.1, update_rule=rule, **SMALL))
     optimizers = agent.make_optimizers()
     batch = make_batch(4 * utd, seed=7)
 
@@ -315,15 +316,17 @@ def test_update_utd_steps_and_slices(utd, monkeypatch):
     agent.update(batch, optimizers)
 
     assert events == ["critic_loss", "update_target"] * utd
-    assert adam_steps(optimizers["critic"]) == {utd}
-    assert adam_steps(optimizers["actor"]) == {1}
-    assert adam_steps(optimizers["temperature"]) == {1}
+    idle = rule == "official" and utd > 1  # every Adam steps in every sub-step
+    assert adam_steps(optimizers["critic"]) == {utd + idle}
+    assert adam_steps(optimizers["actor"]) == {1 + idle * utd}
+    assert adam_steps(optimizers["temperature"]) == {1 + idle * utd}
     assert len(seen) == utd
     for i, part in enumerate(seen):
         for key, value in batch.items():
             assert torch.equal(part[key], value[4 * i: 4 * (i + 1)]), (i, key)
     assert len(expected_targets) == utd
-    # The actor step after the critic steps leaves the target where the last Polyak step put it.
+    # The actor step after the critic steps leaves the target where the last Polyak step put it
+    # (its idle critic step, the first of a fresh Adam, moves nothing).
     for expected, got in zip(expected_targets[-1], agent.target_critic.parameters(), strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
@@ -446,8 +449,8 @@ def hand_cql_gap(agent: CQL, batch: dict, random_actions: torch.Tensor, clamp: b
                               q_cur - float(cur_lp[m])]
                 else:
                     terms += [q_rand, q_next, q_cur]
-            if not importance:
-                terms.append(q_data)
+            if not importance:  # the data action joins, and all 3n + 1 are weighted equally
+                terms = [term - math.log(len(terms) + 1) for term in [*terms, q_data]]
             total += logsumexp(terms) - q_data
         gaps.append(total / batch_size)
     return gaps
@@ -782,3 +785,31 @@ def test_cql_backup_follows_its_own_switch_not_sacs():
     assert CQL(OBS, ACT, config).backup_actions() == 1
     config.cql_max_target_backup = True
     assert CQL(OBS, ACT, config).backup_actions() == 4
+
+
+# ------------------------------------------------------------------------------ temperature
+
+
+@pytest.mark.parametrize("agent_class", [SAC, CQL])
+def test_temperature_loss_takes_the_policy_at_the_next_states(agent_class):
+    """As the official `temperature_loss_fn`: α·(entropy − target) with the entropy of the
+    policy's actions at s', as many per s' as the backup draws (CQL's max-target backup: n),
+    written out with the stub policy's known log-densities."""
+    config = (CQLConfig(num_critics=2, cql_n_actions=N_ACTIONS, cql_max_target_backup=True,
+                        **SMALL) if agent_class is CQL else SACConfig(num_critics=2, **SMALL))
+    agent = agent_class(OBS, ACT, config)
+    agent.actor.forward = stub_policy
+    with torch.no_grad():
+        agent.temperature.log_value.fill_(math.log(0.5))
+    batch = make_batch(5, seed=40)
+    n = N_ACTIONS if agent_class is CQL else 1
+    log_probs = []
+    for row in range(5):
+        for sample in range(n):
+            position = row * n + sample
+            offset = (position % N_ACTIONS) - 1.0
+            log_probs.append(-0.5 + 0.3 * float(batch["next_observations"][row, 0])
+                             - 0.25 * offset + 0.05 * position)
+    expected = -0.5 * sum(lp + agent.target_entropy for lp in log_probs) / len(log_probs)
+    loss, _ = agent.temperature_loss(batch)
+    torch.testing.assert_close(loss, torch.tensor(expected), rtol=1e-5, atol=1e-6)

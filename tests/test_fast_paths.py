@@ -29,6 +29,7 @@ def updated_parameters(agent: SAC, optimizers: dict, batch: dict, updates: int) 
 
 @pytest.mark.parametrize("agent_class, config", [
     (SAC, SACConfig(**SHAPES, compile="on")),
+    (SAC, SACConfig(**SHAPES, compile="on", update_rule="trained_only")),
     (CQL, CQLConfig(**SHAPES, compile="on", calql=True, cql_n_actions=3)),
 ])
 def test_compiled_losses_match_eager(agent_class, config):
@@ -262,12 +263,13 @@ def test_fused_adam_matches_foreach_adam():
 
 
 def test_auto_compiles_only_long_runs_where_a_backend_exists(monkeypatch):
-    monkeypatch.setattr(compilation, "compile_available", lambda: True)
+    monkeypatch.setattr(compilation, "why_compile_unavailable", lambda: None)
     assert compilation.wants_compile("auto", compilation.AUTO_MIN_UPDATES)
     assert not compilation.wants_compile("auto", compilation.AUTO_MIN_UPDATES - 1)
     assert compilation.wants_compile("on", 1) and not compilation.wants_compile("off", 10**9)
-    monkeypatch.setattr(compilation, "compile_available", lambda: False)
-    assert not compilation.wants_compile("auto", 10**9)
+    monkeypatch.setattr(compilation, "why_compile_unavailable", lambda: "no C++ compiler")
+    with pytest.warns(RuntimeWarning, match="compile: auto runs eager: no C\\+\\+ compiler"):
+        assert not compilation.wants_compile("auto", 10**9)
     agent = SAC(3, 2, SACConfig(**SHAPES, compile="off"))
     assert not agent.compile_losses(10**9)
     assert agent.critic_loss.__func__ is SAC.critic_loss
@@ -287,13 +289,13 @@ def test_allocator_setting_applies_on_linux_and_can_be_opted_out(monkeypatch):
 
 
 def test_auto_detection_needs_a_backend_and_a_working_trial_compile(monkeypatch):
-    detect = compilation.compile_available.__wrapped__  # uncached
+    detect = compilation.why_compile_unavailable.__wrapped__  # uncached
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(compilation.shutil, "which", lambda name: None)
-    assert not detect()  # no C++ compiler
+    assert detect() == "no C++ compiler (c++, g++ or clang++) on PATH"
     monkeypatch.setattr(compilation.shutil, "which", lambda name: "/usr/bin/" + name)
 
     def broken(*args, **kwargs):
         raise RuntimeError("inductor: Python.h not found")
     monkeypatch.setattr(torch, "compile", broken)
-    assert not detect()  # a compiler, but the toolchain fails: stay eager
+    assert detect() == "a trial kernel failed to compile (RuntimeError)"  # the toolchain fails

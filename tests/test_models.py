@@ -297,11 +297,11 @@ def test_actor_state_independent_std_uses_learned_vector():
     assert actor.net[-1].out_features == 3  # the network outputs only the mean
     assert any(p is actor.log_std for p in actor.parameters())
     with torch.no_grad():
-        actor.log_std.copy_(torch.tensor([-1.0, 0.5, 5.0]))  # 5 is above log_std_max = 2
+        actor.log_std.copy_(torch.tensor([-1.0, 0.5, 5.0]))  # std e^5 is above std_max = 10
     obs = torch.randn(8, 6)
     mean, log_std = actor.distribution_params(obs)
     torch.testing.assert_close(mean, actor.net(obs))
-    torch.testing.assert_close(log_std, torch.tensor([-1.0, 0.5, 2.0]).expand(8, 3))
+    torch.testing.assert_close(log_std, torch.tensor([-1.0, 0.5, math.log(10.0)]).expand(8, 3))
     torch.manual_seed(0)
     action, _ = actor(obs)
     torch.manual_seed(0)
@@ -319,6 +319,17 @@ def test_actor_state_dependent_std_clamped():
     _, log_std = actor.distribution_params(torch.randn(50, 3))
     assert log_std.min() >= -1.0 and log_std.max() <= 0.5
     assert log_std.min() == -1.0 and log_std.max() == 0.5
+
+
+def test_actor_std_defaults_to_the_official_range():
+    """std in [1e-5, 10], the official actor's std_min / std_max."""
+    torch.manual_seed(17)
+    actor = TanhGaussianActor(3, 2, (8,))
+    with torch.no_grad():
+        actor.net[-1].weight.mul_(1e4)
+    std = actor.distribution_params(torch.randn(200, 3))[1].exp()
+    torch.testing.assert_close(std.min(), torch.tensor(1e-5))
+    torch.testing.assert_close(std.max(), torch.tensor(10.0))
 
 
 # ------------------------------------------------------------------------------- LogScalar

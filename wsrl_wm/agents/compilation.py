@@ -12,6 +12,7 @@ after one warning line (`compile_or_fall_back`).
 import functools
 import importlib.util
 import shutil
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -24,32 +25,47 @@ AUTO_MIN_UPDATES = 10_000
 BACKEND = "inductor"  # what torch.compile lowers to (tests swap in a failing one)
 
 
-@functools.cache
 def compile_available() -> bool:
-    """Whether inductor works here: a backend is installed and a trial kernel compiles (a
+    """Whether inductor works here (`why_compile_unavailable` says why not)."""
+    return why_compile_unavailable() is None
+
+
+@functools.cache
+def why_compile_unavailable() -> str | None:
+    """None where inductor works: a backend is installed and a trial kernel compiles (a
     compiler without Python's headers, say, would otherwise fail a long run at its first
-    update). Seconds, once per process, and only asked for runs that `auto` would compile."""
+    update); else the reason, in a few words. Seconds, once per process, and only asked for
+    runs that `auto` would compile."""
     if torch.cuda.is_available():
         if importlib.util.find_spec("triton") is None:
-            return False
+            return "CUDA without triton installed"
         device = "cuda"
     elif any(shutil.which(name) for name in ("c++", "g++", "clang++")):
         device = "cpu"
     else:
-        return False
+        return "no C++ compiler (c++, g++ or clang++) on PATH"
     try:
         trial = torch.compile(lambda x: torch.relu(x) * 2.0 + 1.0, dynamic=False)
-        return bool(trial(torch.ones(3, device=device)).sum().item() == 9.0)
-    except Exception:  # any failure means: stay eager
-        return False
+        if trial(torch.ones(3, device=device)).sum().item() != 9.0:
+            return "a trial kernel computed a wrong value"
+    except Exception as error:  # any failure means: stay eager, and say why
+        return f"a trial kernel failed to compile ({type(error).__name__})"
+    return None
 
 
 def wants_compile(mode: str, updates: int) -> bool:
-    """Whether a run of `updates` agent updates should compile, for `compile` = `mode`."""
+    """Whether a run of `updates` agent updates should compile, for `compile` = `mode`; when
+    "auto" would compile a run but inductor cannot, one warning line says why."""
     if mode not in COMPILE_MODES:
         raise WsrlError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if mode == "auto":
-        return updates >= AUTO_MIN_UPDATES and compile_available()
+        if updates < AUTO_MIN_UPDATES:
+            return False
+        reason = why_compile_unavailable()
+        if reason is not None:
+            warnings.warn(f"compile: auto runs eager: {reason} (set compile: off to silence "
+                          "this)", RuntimeWarning, stacklevel=3)
+        return reason is None
     return mode == "on"
 
 

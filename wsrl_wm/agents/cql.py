@@ -103,8 +103,9 @@ class CQL(SAC):
             uniform = torch.full_like(q[0, :, :n], act_dim * math.log(0.5))
             policy = policy_log_prob.view(2, batch_size, n).transpose(0, 1)
             q = q - torch.cat([uniform, policy.reshape(batch_size, 2 * n)], dim=1)
-        else:
+        else:  # the data action joins the samples, all weighted 1/(3n + 1) (official cql.py)
             q = torch.cat([q, q_data.unsqueeze(-1)], dim=-1)
+            q = q - math.log(3 * n + 1) * c.cql_temperature
         ood = torch.logsumexp(q / c.cql_temperature, -1) * c.cql_temperature
         return (ood - q_data).mean(dim=1)
 

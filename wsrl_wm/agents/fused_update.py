@@ -23,7 +23,7 @@ GROUPS = ("critic", "actor", "temperature")  # the optimisers this stepper write
 
 class FusedStepper:
     def __init__(self, agent: nn.Module, on_failure: Callable[[Exception], None]):
-        self.utd, self.tau = agent.config.utd, agent.config.tau
+        self.utd, self.tau, self.rule = agent.config.utd, agent.config.tau, agent.config.update_rule
         self.losses = _Losses(agent)
         self.names = {group: [f"{group}.{name}" for name, _ in module.named_parameters()]
                       for group, module in self.losses.named_children()}
@@ -37,9 +37,23 @@ class FusedStepper:
     def supports(self, optimizers: dict[str, torch.optim.Optimizer]) -> bool:
         """Whether the critic, actor and temperature optimisers are each the plain Adam over
         exactly the parameters this stepper writes out; anything else (weight decay, AMSGrad,
-        other parameters) keeps the eager stepper."""
+        other parameters) keeps the eager stepper, as does an optimiser of its own (CQL's
+        Lagrange α) that the official rule would step idle inside the critic sub-steps."""
+        if self.idle_steps and set(optimizers) - set(GROUPS):
+            return False
         return all(name in optimizers and plain_adam(optimizers[name], self.params[name])
                    for name in GROUPS)
+
+    @property
+    def idle_steps(self) -> bool:
+        """Whether idle optimisers step on zero gradients (the official rule at UTD > 1)."""
+        return self.rule == "official" and self.utd > 1
+
+    def steps_per_update(self, name: str) -> int:
+        """How many Adam steps `name`'s optimiser takes in one update."""
+        if self.idle_steps:
+            return self.utd + 1
+        return self.utd if name == "critic" and self.rule == "trained_only" else 1
 
     def __call__(self, batch: dict, optimizers: dict[str, torch.optim.Optimizer]
                  ) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -49,15 +63,15 @@ class FusedStepper:
         for name in GROUPS:
             group = optimizers[name].param_groups[0]
             states[name] = [adam_state(optimizers[name], p) for p in self.params[name]]
-            steps = self.utd if name == "critic" else 1
-            hyper[name] = (*bias_corrections(states[name], group, steps), *group["betas"],
+            hyper[name] = (*bias_corrections(states[name], group, self.steps_per_update(name)),
+                           *group["betas"],
                            group["eps"])
         return self.compiled(batch, states, hyper)
 
     def update(self, batch: dict, states: dict, hyper: dict
                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         steps = _Steps(self, states, hyper, batch["rewards"].device)
-        info = schedule(steps, batch, self.utd)
+        info = schedule(steps, batch, self.utd, self.rule)
         losses = torch.stack([*steps.critic_losses, steps.actor_loss, steps.temperature_loss])
         return losses, torch.stack(steps.q_abs_max), info
 
@@ -76,7 +90,9 @@ class FusedStepper:
 
 class _Steps:
     """`schedule`'s steps inside the compiled function: `ok` (a device bool) turns false at
-    the first non-finite loss and masks that step and every later one."""
+    the first non-finite loss and masks that step and every later one. Each step takes its
+    column of the bias corrections: a critic sub-step k column k, the actor sub-step the
+    next one (the official rule's idle steps count for every optimiser)."""
 
     def __init__(self, stepper: FusedStepper, states: dict, hyper: dict, device):
         self.stepper, self.states, self.hyper = stepper, states, hyper
@@ -85,12 +101,11 @@ class _Steps:
         self.actor_loss = self.temperature_loss = None
 
     def critic(self, part: dict, k: int) -> dict:
-        (loss, grads), info = self.stepper.differentiate("critic", part)
-        self.ok = self.ok & torch.isfinite(loss)
-        adam_(self.stepper.params["critic"], grads, self.states["critic"], self.hyper["critic"],
-              k, self.ok)
-        self.critic_losses.append(loss)
-        self.q_abs_max.append(info["q_abs_max"])
+        (loss, grads), info = self.critic_gradients(part)
+        self.adam("critic", grads, k)
+        if self.stepper.idle_steps:
+            self.adam("actor", None, k)
+            self.adam("temperature", None, k)
         return info
 
     def target(self) -> None:
@@ -100,27 +115,56 @@ class _Steps:
                 target.copy_(torch.where(self.ok, target.lerp(param, self.stepper.tau), target))
 
     def actor_and_temperature(self, batch: dict) -> dict:
+        grads, info = self.actor_and_temperature_gradients(batch)
+        column = self.stepper.utd if self.stepper.idle_steps else 0
+        for name in ("actor", "temperature"):
+            self.adam(name, grads[name], column)
+        if self.stepper.idle_steps:
+            self.adam("critic", None, column)
+        return info
+
+    def joint(self, batch: dict) -> dict:
+        """Every gradient at the same parameters, then every step, then the target update."""
+        (loss, critic_grads), info = self.critic_gradients(batch)
+        grads, actor_info = self.actor_and_temperature_gradients(batch)
+        for name, group_grads in (("critic", critic_grads), *grads.items()):
+            self.adam(name, group_grads, 0)
+        self.target()
+        return {**info, **actor_info}
+
+    def critic_gradients(self, part: dict):
+        (loss, grads), info = self.stepper.differentiate("critic", part)
+        self.ok = self.ok & torch.isfinite(loss)
+        self.critic_losses.append(loss)
+        self.q_abs_max.append(info["q_abs_max"])
+        return (loss, grads), info
+
+    def actor_and_temperature_gradients(self, batch: dict) -> tuple[dict, dict]:
         differentiate = self.stepper.differentiate
-        (actor_loss, actor_grads), (log_prob, actor_info) = differentiate("actor", batch)
+        (actor_loss, actor_grads), (_, actor_info) = differentiate("actor", batch)
         (temperature_loss, temperature_grads), temperature_info = differentiate(
-            "temperature", log_prob)
+            "temperature", batch)
         self.ok = self.ok & torch.isfinite(actor_loss) & torch.isfinite(temperature_loss)
-        for name, grads in (("actor", actor_grads), ("temperature", temperature_grads)):
-            adam_(self.stepper.params[name], grads, self.states[name], self.hyper[name], 0,
-                  self.ok)
         self.actor_loss, self.temperature_loss = actor_loss, temperature_loss
-        return {**actor_info, **temperature_info}
+        return ({"actor": actor_grads, "temperature": temperature_grads},
+                {**actor_info, **temperature_info})
+
+    def adam(self, name: str, grads: list[torch.Tensor] | None, column: int) -> None:
+        adam_(self.stepper.params[name], grads, self.states[name], self.hyper[name], column,
+              self.ok)
 
 
-def adam_(params: list[nn.Parameter], grads: list[torch.Tensor], states: list[dict],
+def adam_(params: list[nn.Parameter], grads: list[torch.Tensor] | None, states: list[dict],
           hyper: tuple, step: int, ok: torch.Tensor) -> None:
     """torch.optim.Adam's step, in place, where `ok` (a device bool); elsewhere nothing moves.
-    `hyper`: (`bias_corrections`' two [parameters, steps] tensors, β1, β2, ε); `step` picks
-    this step's column of the corrections."""
+    `grads` None: a step on zero gradients (the moments decay, the momentum still moves the
+    parameters). `hyper`: (`bias_corrections`' two [parameters, steps] tensors, β1, β2, ε);
+    `step` picks this step's column of the corrections."""
     step_size, inverse_root, beta1, beta2, eps = hyper
     step_size, inverse_root = step_size[:, step], inverse_root[:, step]
     with torch.no_grad():
-        for i, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
+        for i, (param, state) in enumerate(zip(params, states, strict=True)):
+            grad = torch.zeros_like(param) if grads is None else grads[i]
             exp_avg = torch.where(ok, state["exp_avg"].lerp(grad, 1 - beta1), state["exp_avg"])
             exp_avg_sq = torch.where(ok, state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad,
                                      state["exp_avg_sq"])

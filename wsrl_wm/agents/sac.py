@@ -19,6 +19,7 @@ from models.init import INITS
 from wsrl_wm.agents.batches import Batch, repeat_rows
 from wsrl_wm.agents.compilation import wants_compile
 from wsrl_wm.agents.fused_update import FusedStepper
+from wsrl_wm.agents.schedule import UPDATE_RULES
 from wsrl_wm.agents.update import Optimizers, Updater
 from wsrl_wm.errors import WsrlError
 
@@ -62,6 +63,11 @@ class SACConfig:
     max_target_backup: bool = False
     max_target_actions: int = 10
     utd: int = 1
+    # How the optimisers step within one update (wsrl_wm/agents/schedule.py): "official"
+    # (wsrl/agents/sac.py `update`, `update_high_utd`: one joint step at UTD 1; at UTD k every
+    # Adam takes k + 1 steps, the idle ones on zero gradients) or "trained_only" (only the
+    # trained network's optimiser steps, critic before actor at every UTD).
+    update_rule: str = "official"
     on_nonfinite: str = "stop"  # on a non-finite loss: "stop" (raise) or "skip" the update
     q_bound: float = 1e6  # warn once when some |Q(s, a_data)| exceeds this
     compile: str = "auto"  # torch.compile the update: "auto" (long runs), "on" or "off"
@@ -76,6 +82,9 @@ class SACConfig:
                             f"{self.on_nonfinite!r}")
         if not self.q_bound > 0:
             raise WsrlError(f"q_bound must be positive, got {self.q_bound}")
+        if self.update_rule not in UPDATE_RULES:
+            raise WsrlError(f"update_rule must be one of {', '.join(UPDATE_RULES)}, got "
+                            f"{self.update_rule!r}")
         wants_compile(self.compile, 0)  # rejects an unknown mode now, not at the first update
         if self.init not in INITS:
             raise WsrlError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
@@ -198,7 +207,13 @@ class SAC(nn.Module):
         return loss, log_prob.detach(), {"actor_loss": loss.detach(),
                                          "entropy": -log_prob.detach().mean()}
 
-    def temperature_loss(self, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def temperature_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """α·(entropy − target entropy), the entropy estimated from the policy's actions at the
+        next states, as many per state as the backup samples (the official
+        `temperature_loss_fn` draws them with `_compute_next_actions`, wsrl/agents/sac.py)."""
+        next_obs = batch["next_observations"]
+        with torch.no_grad():
+            _, log_prob = self.actor(repeat_rows(next_obs, self.backup_actions()))
         temperature = self.temperature()
         loss = -(temperature * (log_prob + self.target_entropy)).mean()
         return loss, {"temperature": temperature.detach(), "temperature_loss": loss.detach()}

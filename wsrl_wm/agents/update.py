@@ -4,7 +4,9 @@ An agent exposes what to optimise (`critic_loss`, `actor_loss` / `policy_loss`,
 `temperature_loss`, `dual_losses`, `update_target`); the `Updater` owns how to step:
 
 - the schedule: UTD k critic steps on k slices of the batch, a target update after each, then
-  one actor + temperature step on the whole batch, then the dual steps (CQL's Lagrange α);
+  one actor + temperature step on the whole batch (a single joint step at UTD 1 under the
+  official rule, whose idle optimisers step on zero gradients), then the dual steps (CQL's
+  Lagrange α);
 - the steppers that run it: `EagerSteps` (autograd and torch.optim, each loss checked before
   its step) or, for a compiled run, `FusedStepper` (wsrl_wm/agents/fused_update.py: the same
   schedule traced into one compiled function, with torch.func gradients and Adam written out);
@@ -89,7 +91,8 @@ class Updater:
         if fused is not None and fused.supports(optimizers):
             info = self.fused_steps(fused, batch, optimizers)
         else:
-            info = schedule(EagerSteps(self, optimizers), batch, self.agent.config.utd)
+            info = schedule(EagerSteps(self, optimizers), batch, self.agent.config.utd,
+                            self.agent.config.update_rule)
         for name, loss in self.agent.dual_losses(info).items():
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
@@ -141,11 +144,12 @@ class Updater:
 
 class EagerSteps:
     """`schedule`'s steps with autograd and torch.optim. Each loss is checked to be finite
-    before its step (one host sync per critic step, one for actor + temperature), so no
-    parameter ever trains on NaN."""
+    before its step (one host sync per step), so no parameter ever trains on NaN. Under the
+    "official" rule the idle optimisers of a sub-step step on zero gradients."""
 
     def __init__(self, updater: Updater, optimizers: Optimizers):
         self.updater, self.agent, self.optimizers = updater, updater.agent, optimizers
+        self.idle_steps = updater.agent.config.update_rule == "official"
 
     def critic(self, part: Batch, k: int) -> dict:
         loss, info = self.agent.critic_loss(part)
@@ -154,27 +158,62 @@ class EagerSteps:
         loss.backward()
         self.updater.check_critic_loss(*torch.stack([loss.detach(), info["q_abs_max"]]).tolist())
         optimizer.step()
+        self.step_idle([name for name in self.optimizers if name != "critic"])
         return info
 
     def target(self) -> None:
         self.agent.update_target()
 
     def actor_and_temperature(self, batch: Batch) -> dict:
-        """The temperature loss only needs the (detached) log π, so both losses are checked
-        with one host sync before either step."""
-        actor_loss, log_prob, info = self.agent.actor_loss(batch)
-        temperature_loss, temperature_info = self.agent.temperature_loss(log_prob)
-        actor, temperature = self.optimizers["actor"], self.optimizers["temperature"]
-        actor.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        temperature.zero_grad(set_to_none=True)
-        temperature_loss.backward()
+        """Both losses are checked with one host sync before either step."""
+        actor_loss, temperature_loss, info = self.actor_and_temperature_losses(batch)
         actor_value, temperature_value = torch.stack([actor_loss.detach(),
                                                       temperature_loss.detach()]).tolist()
         check_finite(actor=actor_value, temperature=temperature_value)
-        actor.step()
-        temperature.step()
-        return {**info, **temperature_info}
+        self.step("actor", "temperature")
+        self.step_idle(["critic"])
+        return info
+
+    def joint(self, batch: Batch) -> dict:
+        """Every loss at the same parameters, then every optimiser's step, then the target
+        update (the official single update at UTD 1)."""
+        critic_loss, info = self.agent.critic_loss(batch)
+        self.optimizers["critic"].zero_grad(set_to_none=True)
+        critic_loss.backward()
+        actor_loss, temperature_loss, actor_info = self.actor_and_temperature_losses(batch)
+        values = torch.stack([critic_loss.detach(), info["q_abs_max"], actor_loss.detach(),
+                              temperature_loss.detach()]).tolist()
+        self.updater.check_critic_loss(*values[:2])
+        check_finite(actor=values[2], temperature=values[3])
+        self.step("critic", "actor", "temperature")
+        self.target()
+        return {**info, **actor_info}
+
+    def actor_and_temperature_losses(self, batch: Batch
+                                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Both losses, back-propagated into the actor's and the temperature's gradients."""
+        actor_loss, _, info = self.agent.actor_loss(batch)
+        temperature_loss, temperature_info = self.agent.temperature_loss(batch)
+        for name, loss in (("actor", actor_loss), ("temperature", temperature_loss)):
+            self.optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+        return actor_loss, temperature_loss, {**info, **temperature_info}
+
+    def step(self, *names: str) -> None:
+        for name in names:
+            self.optimizers[name].step()
+
+    def step_idle(self, names: list[str]) -> None:
+        """The official rule's step of an optimiser whose network is not trained in this
+        sub-step: on zero gradients (torch's Adam would skip a `None` gradient)."""
+        if not self.idle_steps:
+            return
+        for name in names:
+            optimizer = self.optimizers[name]
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    param.grad = torch.zeros_like(param)
+            optimizer.step()
 
 
 def check_finite(**losses: float) -> None:

@@ -64,8 +64,8 @@ class FinetuneModule(LightningModule):
                  eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
                  dip_window: int | None = None, checkpoint_interval: int = 10_000,
                  on_nonfinite: str | None = None, compile: str | None = None,
-                 resets: ResetConfig | None = None, jsrl: JSRLConfig | None = None,
-                 env: str | None = None, seed: int = 0):
+                 update_rule: str | None = None, resets: ResetConfig | None = None,
+                 jsrl: JSRLConfig | None = None, env: str | None = None, seed: int = 0):
         super().__init__()
         rollout = rollout or RolloutConfig()
         self.resets, self.jsrl = resets or ResetConfig(), jsrl or JSRLConfig()
@@ -185,7 +185,7 @@ class FinetuneModule(LightningModule):
                   for f in dataclasses.fields(SACConfig)}
         shared.update(utd=self.hparams.utd, backup_entropy=False,
                       max_target_backup=self.hparams.max_target_backup)
-        for option in ("on_nonfinite", "compile"):  # unset: the pretraining's choice
+        for option in ("on_nonfinite", "compile", "update_rule"):  # unset: the pretraining's
             if self.hparams[option] is not None:
                 shared[option] = self.hparams[option]
         if self.hparams.online_cql_alpha > 0:
