@@ -3,6 +3,7 @@ adaptation, the calibrated gate, the imagination generator, H-step error, task f
 the settings that must be refused."""
 
 import csv
+import dataclasses
 import math
 import subprocess
 import sys
@@ -132,15 +133,16 @@ def test_an_adapted_gated_run_logs_what_the_issue_asks(pretrained, tmp_path, mon
         ["observations"]}
     trained_on = []
 
-    def recording_train(model, data, config, generator, progress, warm_start):
-        assert warm_start and config.max_epochs == 2
+    def recording_train(model, data, config, generator, progress, **rule):
+        assert config.max_epochs == 2
+        assert rule == dict(refit_normalizer=False, keep_start=True, max_seconds=300.0)
         trained_on.append(data["observations"].clone())
-        return train_world_model(model, data, config, generator, progress, warm_start)
+        return train_world_model(model, data, config, generator, progress, **rule)
 
     monkeypatch.setattr(imagination_module, "train_world_model", recording_train)
     rollout = RolloutConfig(**{**ROLLOUTS, "horizon": 1}, max_horizon=3, horizon_ramp_steps=8,
                             retain_rounds=2, uncertainty_quantile=0.95, adapt_interval=2,
-                            adapt_epochs=2)
+                            adapt_epochs=2, adapt_keep_start=True, adapt_refit_normalizer=False)
     module = FinetuneModule(pretrained, **SHORT, rollout=rollout)
     before = {k: v.clone() for k, v in module.world_model.state_dict().items()}
     fit_module(module, tmp_path)
@@ -179,9 +181,54 @@ def test_warm_start_keeps_the_normaliser_and_never_ends_worse_on_the_holdout():
     shifted = healthy_rows(400, seed=5)
     shifted["next_observations"] = shifted["observations"] + 0.3  # new dynamics online
     result = train_world_model(model, shifted, config, torch.Generator().manual_seed(1),
-                               progress=False, warm_start=True)
+                               progress=False, refit_normalizer=False, keep_start=True)
     assert torch.equal(model.input_mean, mean) and torch.equal(model.input_std, std)
     assert result["elite_holdout_mse"] < result["elite_holdout_mse_before"]
+
+
+def adapted_twice(keep_start: bool, **overrides) -> tuple[WorldModel, dict, dict]:
+    """A model fitted on one set of rows, then adapted on shifted rows; (the model, its
+    weights before the adaptation, the adaptation's result)."""
+    torch.manual_seed(0)
+    config = WorldModelConfig(num_members=3, num_elites=2, hidden=(16,), max_epochs=3)
+    model = WorldModel(OBS, ACT, config)
+    train_world_model(model, healthy_rows(400), generator=torch.Generator().manual_seed(0),
+                      progress=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    shifted = healthy_rows(400, seed=5)
+    shifted["next_observations"] = shifted["observations"] + 0.3
+    adapt = dataclasses.replace(config, **{"max_epochs": None, **overrides})
+    result = train_world_model(model, shifted, adapt, torch.Generator().manual_seed(1),
+                               progress=False, keep_start=keep_start)
+    return model, before, result
+
+
+def test_mbpo_adaptation_runs_past_the_old_cap_until_the_holdout_stops_improving():
+    """No epoch cap: training stops `patience` epochs after the last 1 % gain, at its own
+    epoch count, which here exceeds the earlier rule's 5."""
+    model, before, result = adapted_twice(keep_start=False)
+    assert result["epochs"] > 5
+    assert result["elite_holdout_mse"] < result["elite_holdout_mse_before"]
+    assert not torch.equal(model.input_mean, before["input_mean"])  # the scaler is refit
+
+
+def test_mbpo_adaptation_never_restores_the_starting_weights():
+    """With a learning rate that only makes things worse, the earlier rule (`keep_start`)
+    keeps every member's starting weights; MBPO's takes its best epoch all the same."""
+    kept, before, _ = adapted_twice(keep_start=True, lr=0.5, max_epochs=2)
+    weights = [k for k in before if k.startswith("ensemble.mlp")]
+    assert all(torch.equal(kept.state_dict()[k], before[k]) for k in weights)
+    fresh, before, _ = adapted_twice(keep_start=False, lr=0.5, max_epochs=2)
+    assert all(not torch.equal(fresh.state_dict()[k], before[k]) for k in weights)
+
+
+def test_the_adaptation_time_guard_stops_after_the_epoch_that_passes_it():
+    torch.manual_seed(0)
+    model = WorldModel(OBS, ACT, WorldModelConfig(num_members=2, num_elites=1, hidden=(8,),
+                                                  max_epochs=None))
+    result = train_world_model(model, healthy_rows(200), generator=torch.Generator(),
+                               progress=False, max_seconds=1e-9)
+    assert result["epochs"] == 1
 
 
 # ----------------------------------------------------------------------- loss and decay

@@ -86,11 +86,14 @@ class Imagination:
     def adapt(self, online, device: torch.device) -> dict[str, float]:
         """Warm-started epochs on the online buffer only (warmup + online rows, never offline
         data), early-stopped on an online holdout; the holdout error before and after."""
-        config = dataclasses.replace(self.world_model.config,
-                                     max_epochs=self.rollout.adapt_epochs)
+        rollout = self.rollout
+        config = dataclasses.replace(self.world_model.config, max_epochs=rollout.adapt_epochs)
         with torch.enable_grad():
             result = train_world_model(self.world_model, online.latest(len(online)), config,
-                                       self.generator, progress=False, warm_start=True)
+                                       self.generator, progress=False,
+                                       refit_normalizer=rollout.adapt_refit_normalizer,
+                                       keep_start=rollout.adapt_keep_start,
+                                       max_seconds=rollout.adapt_max_seconds)
         return {
             "model/adapt_holdout_mse_before": result["elite_holdout_mse_before"],
             "model/adapt_holdout_mse_after": result["elite_holdout_mse"],

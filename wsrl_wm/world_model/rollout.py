@@ -39,10 +39,17 @@ class RolloutConfig:
     # warmup steps are needed.
     warmup_imagined: int = 0
     # Online adaptation: every `adapt_interval` online env steps (0: never, the model stays
-    # frozen), `adapt_epochs` epochs on the online buffer only, warm-started, with an online
-    # holdout (MBPO retrains every 250 env steps). docs/world_model.md has the study.
+    # frozen), warm-started epochs on the online buffer only, early-stopped on an online
+    # holdout (docs/world_model.md). The defaults are MBPO's rule (mbpo/models/bnn.py `train`,
+    # called by mbpo/algorithms/mbpo.py `_train_model` with max_epochs None every 250 env
+    # steps): no epoch cap (`adapt_epochs` null), the scaler refit on each training's data,
+    # every training's best epoch chosen afresh (`adapt_keep_start` false), and a time guard.
+    # The earlier rule: adapt_epochs 5, adapt_keep_start true, adapt_refit_normalizer false.
     adapt_interval: int = 0
-    adapt_epochs: int = 5
+    adapt_epochs: int | None = None
+    adapt_keep_start: bool = False
+    adapt_refit_normalizer: bool = True
+    adapt_max_seconds: float = 300.0
 
     def check(self, batch_size: int) -> None:
         """One clear line for every setting that would fail later or silently do nothing."""
@@ -70,10 +77,13 @@ class RolloutConfig:
         if self.uncertainty_quantile is not None and not 0 < self.uncertainty_quantile <= 1:
             raise WsrlError(f"rollout.uncertainty_quantile must be in (0, 1], got "
                             f"{self.uncertainty_quantile}")
-        if self.adapt_interval < 0 or self.adapt_epochs <= 0:
+        if self.adapt_interval < 0 or (self.adapt_epochs is not None and self.adapt_epochs <= 0):
             raise WsrlError(f"need rollout.adapt_interval >= 0 (0: frozen model) and "
-                            f"rollout.adapt_epochs > 0, got {self.adapt_interval}, "
-                            f"{self.adapt_epochs}")
+                            f"rollout.adapt_epochs > 0 (or null: no cap), got "
+                            f"{self.adapt_interval}, {self.adapt_epochs}")
+        if not self.adapt_max_seconds > 0:
+            raise WsrlError(f"rollout.adapt_max_seconds must be > 0, got "
+                            f"{self.adapt_max_seconds}")
 
     def starts_at(self, online_step: int) -> int:
         """Rollouts in the round at `online_step`; the round at the switch adds the warmup."""

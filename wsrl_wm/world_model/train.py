@@ -2,7 +2,9 @@
 stopping on holdout MSE with each member restored to its own best epoch, then elite selection
 (MBPO)."""
 
+import itertools
 import math
+import time
 from collections.abc import Iterable
 
 import torch
@@ -67,14 +69,18 @@ class BestMemberTracker:
 def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
                       config: WorldModelConfig | None = None,
                       generator: torch.Generator | None = None, progress: bool = True,
-                      warm_start: bool = False) -> dict:
+                      refit_normalizer: bool = True, keep_start: bool = False,
+                      max_seconds: float | None = None) -> dict:
     """Fit `model` on `data` (observations, actions, next_observations, rewards), pick its
-    elites and calibrate its disagreement on the holdout. `config` defaults to the model's;
-    random draws happen on `generator`'s device.
+    elites and calibrate its disagreement on the holdout. `config` defaults to the model's
+    (`max_epochs` None: no cap, only the early stop); random draws happen on `generator`'s
+    device.
 
-    `warm_start` (online adaptation) keeps the input normaliser the weights were trained with
-    and counts the starting weights as epoch 0, so a member ends no worse on the holdout than
-    it started.
+    For an online adaptation (warm-started weights): `refit_normalizer` False keeps the input
+    normaliser the weights were trained with (MBPO refits its scaler at every training);
+    `keep_start` counts the starting weights as epoch 0, so a member that does not improve on
+    them keeps them (MBPO starts every training's best at infinity: the first epoch always
+    replaces them); `max_seconds` stops after the epoch that passes it (MBPO's `max_t`).
 
     Returns epochs run, per-member best holdout MSE, the elites' mean holdout MSE before and
     after, the last epoch's mean training loss, and the holdout MSE of predicting the
@@ -89,13 +95,14 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
     if not 0 < num_holdout < num_rows:
         raise ValueError(f"{num_rows} transitions leave no holdout or no training rows "
                          f"(holdout_ratio={config.holdout_ratio})")
-    if config.max_epochs < 1:
-        raise ValueError(f"max_epochs must be positive, got {config.max_epochs}")
+    if config.max_epochs is not None and config.max_epochs < 1:
+        raise ValueError(f"max_epochs must be positive (or None for no cap), got "
+                         f"{config.max_epochs}")
     draw = generator_device(generator, device)
     order = torch.randperm(num_rows, generator=generator, device=draw).to(device)
     holdout, train = order[:num_holdout], order[num_holdout:]
 
-    if not warm_start:
+    if refit_normalizer:
         model.set_normalizer(obs[train], act[train])
     inputs = model.normalize(obs, act)
     targets = model.targets(obs, next_obs, rewards)
@@ -109,12 +116,13 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
                                 config.patience, config.improvement_threshold)
     before = member_mse(model, inputs[holdout], targets[holdout])
     elite_before = before[model.elites].mean().item()
-    if warm_start:
+    if keep_start:
         tracker.update(before)
     train_loss = math.nan
 
     epochs = progress_bar(config.max_epochs, "world model", unit="epoch", disable=not progress)
-    for _ in range(config.max_epochs):
+    started = time.monotonic()
+    for _ in itertools.count() if config.max_epochs is None else range(config.max_epochs):
         shuffle = torch.rand(bootstrap.shape, generator=generator, device=draw).argsort(dim=1)
         rows = bootstrap.gather(1, shuffle.to(device))
         losses = []
@@ -132,6 +140,8 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
         epochs.update(1)
         if tracker.update(holdout_mse):
             break
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            break
     epochs.close()
     tracker.restore()
 
@@ -140,7 +150,7 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
     model.calibrate(targets[train], obs[holdout], act[holdout])
     baseline = (targets[holdout] - targets[train].mean(dim=0)).pow(2).mean()
     return {
-        "epochs": tracker.epochs - warm_start,
+        "epochs": tracker.epochs - keep_start,
         "holdout_mse": best.tolist(),
         "elite_holdout_mse_before": elite_before,
         "elite_holdout_mse": best[model.elites.cpu()].mean().item(),
