@@ -24,6 +24,7 @@ from wsrl_wm.lightning.env_step_logging import EnvSteps, log_at_env_step, write_
 from wsrl_wm.lightning.offline_data import load_offline_tensors
 from wsrl_wm.metrics import SCORE, dip_window_for
 from wsrl_wm.online import BatchSource, EnvRunner, Evaluator, Imagination, JSRLConfig, ResetConfig
+from wsrl_wm.online.mechanism import Mechanism
 from wsrl_wm.online.resets import check_reset_layers, reset_layers
 from wsrl_wm.run_info import write_run_info
 from wsrl_wm.world_model import ModelBuffer, RolloutConfig, WorldModel
@@ -61,7 +62,9 @@ class FinetuneModule(LightningModule):
                  max_target_backup: bool = False,
                  retain_offline_ratio: float = 0.0, offline_dataset: str | None = None,
                  rollout: RolloutConfig | None = None, buffer_capacity: int = 1_000_000,
-                 eval_interval: int = 20_000, eval_episodes: int = 20, log_interval: int = 1000,
+                 eval_interval: int = 20_000, eval_episodes: int = 20,
+                 dense_eval_steps: int = 0, dense_eval_interval: int = 100,
+                 log_interval: int = 1000,
                  dip_window: int | None = None, checkpoint_interval: int = 10_000,
                  on_nonfinite: str | None = None, compile: str | None = None,
                  update_rule: str | None = None, resets: ResetConfig | None = None,
@@ -71,6 +74,9 @@ class FinetuneModule(LightningModule):
         self.resets, self.jsrl = resets or ResetConfig(), jsrl or JSRLConfig()
         self._check_options(warmup_steps, online_steps, utd, batch_size, retain_offline_ratio,
                             offline_dataset, rollout, buffer_capacity)
+        if dense_eval_steps < 0 or dense_eval_interval <= 0:
+            raise WsrlError(f"need dense_eval_steps >= 0 and dense_eval_interval > 0, got "
+                            f"{dense_eval_steps}, {dense_eval_interval}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         bundle = PretrainedBundle.load(pretrained)
@@ -146,6 +152,10 @@ class FinetuneModule(LightningModule):
                 self.agent.config.on_nonfinite == "skip")
         self.evaluator = Evaluator(self.env_name, eval_episodes, seed, self.probe, self.buffer,
                                    warmup_steps, self.dip_window, chunk)
+        mechanism_seed = int(np.random.SeedSequence([seed, 3]).generate_state(1)[0])
+        env_rows = self.buffer if self.step_buffer is None else self.step_buffer
+        self.mechanism = Mechanism(self.probe, self.buffer, self.model_buffer, self.world_model,
+                                   env_rows, seed=mechanism_seed)
 
     @staticmethod
     def _check_options(warmup_steps, online_steps, utd, batch_size, retain_ratio, dataset,
@@ -270,6 +280,7 @@ class FinetuneModule(LightningModule):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             **self.evaluator.state_dict(),
+            "mechanism": self.mechanism.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -279,6 +290,8 @@ class FinetuneModule(LightningModule):
                             "fine-tuning from a pretraining checkpoint use model.pretrained")
         self.env_step = state["env_step"]
         self.evaluator.load_state_dict(state)
+        if "mechanism" in state:  # absent in checkpoints from before it existed
+            self.mechanism.load_state_dict(state["mechanism"])
         self.buffer.load_state_dict(state["buffer"])
         if self.model_buffer is not None and state["model_buffer"] is not None:
             self.model_buffer.load_state_dict(state["model_buffer"])
@@ -318,8 +331,7 @@ class FinetuneModule(LightningModule):
                 info = self.agent.update(self.sample_batch(), self.named_optimizers())
         self.env_step += 1
         online += 1
-        if online > 0 and (online % self.hparams.eval_interval == 0
-                           or online == self.hparams.online_steps):
+        if self.evaluation_due(online):
             self.run_evaluation()
         if info and self.env_step % self.hparams.log_interval == 0:
             log_at_env_step(self, {f"train/{k}": v for k, v in info.items()}, self.env_step)
@@ -366,10 +378,20 @@ class FinetuneModule(LightningModule):
     def sample_batch(self) -> dict[str, torch.Tensor]:
         return self.batches.sample(self.device)
 
+    def evaluation_due(self, online: int) -> bool:
+        """After online step `online`: every `dense_eval_interval` steps for the first
+        `dense_eval_steps` (where the dip is), every `eval_interval` steps, and at the end."""
+        hp = self.hparams
+        return online > 0 and (online % hp.eval_interval == 0 or online == hp.online_steps
+                               or (online <= hp.dense_eval_steps
+                                   and online % hp.dense_eval_interval == 0))
+
     def run_evaluation(self) -> None:
-        """Score and diagnostics (`Evaluator`), logged and added to evaluations.csv."""
-        log_at_env_step(self, self.evaluator(self.agent, self.env_step, self.device),
-                        self.env_step)
+        """Score and diagnostics (`Evaluator`, `Mechanism`), logged and added to
+        evaluations.csv."""
+        metrics = self.evaluator(self.agent, self.env_step, self.device,
+                                 self.mechanism(self.agent, self.device))
+        log_at_env_step(self, metrics, self.env_step)
         write_csv_atomically(Path(self.trainer.default_root_dir) / "evaluations.csv",
                              self.evaluations)
 

@@ -22,7 +22,10 @@ class Evaluator:
         self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
         self.evaluations: list[dict] = []  # every evaluation's metrics
 
-    def __call__(self, agent, env_step: int, device: torch.device | str = "cpu") -> dict:
+    def __call__(self, agent, env_step: int, device: torch.device | str = "cpu",
+                 extra: dict | None = None) -> dict:
+        """This evaluation's metrics, `extra` (measured by the caller at the same step)
+        included."""
         self.last_eval = evaluate(agent.actor, self.env_name, self.episodes,
                                   self.seed + EVAL_SEED_OFFSET, self.action_chunk)
         probe = {k: v.to(device) for k, v in self.probe.items()}
@@ -30,7 +33,7 @@ class Evaluator:
         latest = {k: v.to(device) for k, v in latest.items()}
         metrics = {**self.last_eval, **self.unlearning_so_far(env_step),
                    **q_diagnostics(agent, probe, PROBE),
-                   **q_diagnostics(agent, latest, "online")}
+                   **q_diagnostics(agent, latest, "online"), **(extra or {})}
         self.evaluations.append({"env_step": env_step, **metrics})
         return metrics
 
