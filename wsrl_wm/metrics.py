@@ -14,8 +14,13 @@ SCORE = "eval/normalized_score"
 # Curves an ablation keeps (name → logged metric): the score is required, the Q diagnostics on
 # the offline probe (`diagnostics.q_diagnostics` with this prefix) are used when logged.
 PROBE = "probe"
+# What the dip comes from, measured at each evaluation (wsrl_wm/online/mechanism.py).
+MECHANISM = "mechanism"
+MECHANISM_CURVES = ("policy_drift", "q_real", "q_imagined", "model_error", "temperature",
+                    "actor_grad_norm")
 CURVE_COLUMNS = {"score": SCORE, **{name: f"{PROBE}/{name}" for name in
-                                    ("q_policy", "q_data", "mc_return", "td_error")}}
+                                    ("q_policy", "q_data", "mc_return", "td_error")},
+                 **{name: f"{MECHANISM}/{name}" for name in MECHANISM_CURVES}}
 # World-model curves of r > 0 runs, logged at every rollout round: one-step and H-step error
 # on fresh online data, one-step on the probe.
 MODEL_COLUMNS = {"model_one_step": "model/one_step_mse", "model_h_step": "model/h_step_mse",

@@ -6,9 +6,8 @@ a run measures the same with or without being watched."""
 
 import torch
 
+from wsrl_wm.metrics import MECHANISM
 from wsrl_wm.world_model import one_step_error
-
-PREFIX = "mechanism"
 
 
 class Mechanism:
@@ -38,7 +37,7 @@ class Mechanism:
                 with torch.no_grad():
                     metrics["model_error"] = one_step_error(
                         self.world_model, {k: v.to(device) for k, v in latest.items()})
-        return {f"{PREFIX}/{name}": value for name, value in metrics.items()}
+        return {f"{MECHANISM}/{name}": value for name, value in metrics.items()}
 
     @torch.no_grad()
     def drift(self, agent, device: torch.device) -> dict[str, float]:
