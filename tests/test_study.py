@@ -28,15 +28,22 @@ def rows_of(variant, ratio, values, key="dip"):
 
 
 def test_paired_difference_pairs_by_seed_and_bootstraps_over_seeds():
-    wsrl = rows_of("wsrl", 0.0, {0: 10.0, 1: 20.0, 2: 30.0, 3: 5.0})
-    other = rows_of("no_warmup", 0.0, {1: 25.0, 0: 14.0, 2: 33.0, 9: 99.0})  # seed 9 unpaired
-    diff = paired_difference(other, wsrl, "dip")
-    assert diff.n == 3 and diff.mean == pytest.approx(4.0)  # (4 + 5 + 3) / 3
-    picks = np.random.default_rng(0).integers(0, 3, (10_000, 3))
-    means = np.array([4.0, 5.0, 3.0])[picks].mean(axis=1)
+    wsrl = rows_of("wsrl", 0.0, {0: 10.0, 1: 20.0, 2: 30.0, 3: 5.0, 4: 8.0, 5: 1.0})
+    other = rows_of("no_warmup", 0.0, {1: 25.0, 0: 14.0, 2: 33.0, 3: 6.0, 4: 10.0, 9: 99.0})
+    diff = paired_difference(other, wsrl, "dip")  # seed 9 unpaired, seed 5 missing
+    assert diff.n == 5 and diff.mean == pytest.approx(3.0)  # (4 + 5 + 3 + 1 + 2) / 5
+    picks = np.random.default_rng(0).integers(0, 5, (10_000, 5))
+    means = np.array([4.0, 5.0, 3.0, 1.0, 2.0])[picks].mean(axis=1)
     assert (diff.low, diff.high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
-    assert diff.sign == 1 and str(diff).startswith("+4 [")
-    assert bootstrap_mean([1.0, -1.0]).sign == 0 and bootstrap_mean([2.0]).low is None
+    assert diff.sign == 1 and str(diff).startswith("+3 [")
+    assert bootstrap_mean([1.0, -1.0, 2.0, -2.0, 0.5]).sign == 0
+
+
+def test_too_few_pairs_give_no_interval():
+    """A percentile bootstrap over 3 seeds is not printed as if it meant something."""
+    few = bootstrap_mean([0.0, 0.0, 0.0])
+    assert few.low is None and few.sign == 0
+    assert str(few) == "+0 (n = 3: too few for an interval)"
 
 
 @pytest.mark.parametrize(("s0s", "data", "name"), [

@@ -14,8 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from wsrl_wm.ablation.cell import summarize_curves
-from wsrl_wm.ablation.paired import RESAMPLES, paired_reading, paired_table, regime
+from wsrl_wm.ablation.paired import (
+    PAIRED_STATS,
+    RESAMPLES,
+    paired_difference,
+    paired_reading,
+    paired_table,
+    reference_group,
+    regime,
+)
 from wsrl_wm.ablation.plan import MAIN_VARIANT, Cell
+from wsrl_wm.ablation.statistics import MIN_INTERVAL_N, RLIABLE_CAPTION, rliable_table
 from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.metrics import dip_window_for
 
@@ -220,6 +229,8 @@ def render_report(groups: list[Group], windows: list[float], images: list[Path],
         "probe from the switch to the end.",
         markdown_table(groups),
         paired and f"## Paired difference to WSRL (r = 0)\n\n{PAIRED_CAPTION}\n\n{paired}",
+        paired and "## Interquartile mean and probability of improvement\n\n"
+                   f"{RLIABLE_CAPTION}\n\n{rliable_table(groups, reference_group(groups))}",
         "## Reading\n\n" + " ".join(filter(None, [regime(groups, dataset_score),
                                                   interpret(groups, windows),
                                                   paired_reading(groups)])),
@@ -238,8 +249,10 @@ def results_csv(rows: list[dict]) -> str:
 
 def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path,
                 window: float | None, reference: tuple[str, str] | None = None) -> bool:
-    """Curve `key` against the online step: the mean per (variant, r) with its 95 % t-interval
-    over seeds as a band (thin lines per seed); the dip window shaded; the mean of the
+    """Curve `key` against the online step: the mean per (variant, r) with the 95 %
+    percentile-bootstrap interval of that mean over seeds as a band (from MIN_INTERVAL_N seeds;
+    a mean of resampled values never leaves the metric's range, as a t-band can), thin lines
+    per seed; the dip window shaded; the mean of the
     `reference` (curve key, label) dashed, e.g. the probe's MC return. False when no run
     logged `key`."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
@@ -259,10 +272,10 @@ def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path
         values = np.array([np.interp(grid, c["online_step"], c["value"]) for c in curves])
         mean = values.mean(axis=0)
         ax.plot(grid, mean, color=f"C{i}", lw=2, label=f"{label} (n={len(curves)})")
-        if len(curves) > 1:
-            half = (t_quantile(len(curves) - 1) * values.std(axis=0, ddof=1)
-                    / math.sqrt(len(curves)))
-            ax.fill_between(grid, mean - half, mean + half, color=f"C{i}", alpha=0.15, lw=0)
+        if len(curves) >= MIN_INTERVAL_N:
+            picks = np.random.default_rng(0).integers(0, len(curves), (RESAMPLES, len(curves)))
+            low, high = np.percentile(values[picks].mean(axis=1), [2.5, 97.5], axis=0)
+            ax.fill_between(grid, low, high, color=f"C{i}", alpha=0.15, lw=0)
     if reference:
         ref_key, ref_label = reference
         values = [v for _, record in runs for v in record["curves"].get(ref_key, {}).get(
@@ -275,6 +288,42 @@ def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return True
+
+
+MECHANISM_PLOTS = (("policy_drift", "policy drift on the probe, mean |π_t(s) − π_0(s)|"),
+                   ("q_real", "Q(s, a) on real (online) rows"),
+                   ("q_imagined", "Q(s, a) on imagined (model) rows"),
+                   ("model_error", "world model one-step MSE where the policy goes now"),
+                   ("temperature", "SAC temperature α"),
+                   ("actor_grad_norm", "actor gradient norm"))
+
+
+def plot_dose_response(groups: list[Group], path: Path) -> bool:
+    """Δ dip, Δ final and Δ AUC (paired by seed, to r = 0) against r for the main variant, with
+    their bootstrap 95 % CIs, one panel each. False when it has fewer than three ratios."""
+    from matplotlib.figure import Figure
+
+    reference = reference_group(groups)
+    main = [g for g in groups if g.variant == MAIN_VARIANT and g is not reference]
+    if reference is None or len(main) < 2:
+        return False
+    figure = Figure(figsize=(4 * len(PAIRED_STATS), 3.6))
+    for ax, (key, label) in zip(figure.subplots(1, len(PAIRED_STATS)), PAIRED_STATS,
+                                strict=True):
+        ratios = [0.0] + [g.ratio for g in main]
+        diffs = [paired_difference(g.rows, reference.rows, key) for g in main]
+        means = [0.0] + [d.mean for d in diffs]
+        ax.plot(ratios, means, "o-", color="C0")
+        for ratio, diff in zip(ratios[1:], diffs, strict=True):
+            if diff.low is not None:
+                ax.vlines(ratio, diff.low, diff.high, color="C0", lw=2, alpha=0.5)
+        ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
+        ax.set_xlabel("model rollout ratio r")
+        ax.set_title(f"{label} vs r = 0 (paired)", fontsize=10)
+        ax.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return True
@@ -313,12 +362,15 @@ def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | N
              "model_error": ("model_one_step", "world model one-step MSE on fresh online data",
                              None),
              "model_h_step": ("model_h_step", "world model H-step MSE along online trajectories",
-                              None)}
+                              None),
+             **{f"mechanism_{key}": (key, label, None) for key, label in MECHANISM_PLOTS}}
     for name, (key, ylabel, reference) in plots.items():
         path = out / f"{name}.png"
         if plot_curves(runs, key, ylabel, path, window, reference):
             outputs[name] = path
-    images = [path for name, path in outputs.items() if name in plots]
+    if plot_dose_response(groups, out / "dose_response.png"):
+        outputs["dose_response"] = out / "dose_response.png"
+    images = [path for name, path in outputs.items() if name in plots or name == "dose_response"]
     write_text_atomic(outputs["report"], render_report(groups, windows, images, title,
                                                        dataset_score, setup))
     if wandb_mode != "disabled" and rows:
