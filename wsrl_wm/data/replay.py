@@ -52,11 +52,19 @@ class ReplayBuffer:
         self.position = (self.position + count) % self.capacity
         self.size = min(self.size + count, self.capacity)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
-        """Uniform sample with replacement over the stored rows."""
+    def sample(self, batch_size: int, generator: torch.Generator | None = None,
+               first: int | None = None) -> dict:
+        """Uniform sample with replacement over the stored rows, or over the `first` rows ever
+        inserted (while none of them has been overwritten)."""
         if self.size == 0:
             raise WsrlError("cannot sample from an empty replay buffer")
-        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
+        high = self.size
+        if first is not None:
+            if self.size == self.capacity:
+                raise WsrlError(f"the buffer of {self.capacity} rows is full, so its first "
+                                f"{first} rows may be overwritten; raise its capacity")
+            high = min(first, self.size)
+        idx = torch.randint(high, (batch_size,), device=self.device, generator=generator)
         return {key: store[idx] for key, store in self.storage.items()}
 
     def latest(self, count: int) -> dict:

@@ -149,7 +149,7 @@ class FinetuneModule(LightningModule):
             self.model_rollouts = Imagination(
                 self.world_model, rollout, self.model_buffer, self.env_name, bundle.model_probe,
                 self.imagination, self.reward_scale, self.reward_bias,
-                self.agent.config.on_nonfinite == "skip")
+                self.agent.config.on_nonfinite == "skip", warmup_steps)
         self.evaluator = Evaluator(self.env_name, eval_episodes, seed, self.probe, self.buffer,
                                    warmup_steps, self.dip_window, chunk)
         mechanism_seed = int(np.random.SeedSequence([seed, 3]).generate_state(1)[0])
@@ -177,6 +177,9 @@ class FinetuneModule(LightningModule):
         if retain_ratio + rollout.ratio > 1.0:
             raise WsrlError(f"retain_offline_ratio + rollout.ratio must be <= 1, got "
                             f"{retain_ratio} + {rollout.ratio}")
+        if rollout.start_from == "warmup" and warmup_steps == 0:
+            raise WsrlError("rollout.start_from warmup needs warmup_steps > 0 (the rollouts "
+                            "start from the warmup's states)")
         if retain_ratio > 0 and not dataset:
             raise WsrlError("retain_offline_ratio > 0 needs offline_dataset (the retained data)")
 

@@ -30,11 +30,12 @@ class Imagination:
     def __init__(self, world_model: WorldModel, rollout: RolloutConfig, buffer: ModelBuffer,
                  env_name: str, probe: dict[str, torch.Tensor], generator: torch.Generator,
                  reward_scale: float = 1.0, reward_bias: float = 0.0,
-                 skip_nonfinite: bool = False):
+                 skip_nonfinite: bool = False, warmup_steps: int = 0):
         self.world_model, self.rollout, self.buffer = world_model, rollout, buffer
         self.probe, self.generator = probe, generator  # probe: diagnostics only, never a loss
         self.reward_scale, self.reward_bias = reward_scale, reward_bias
         self.skip_nonfinite = skip_nonfinite  # drop non-finite rollouts instead of stopping
+        self.warmup_steps = warmup_steps  # the first rows of the online buffer
         self.terminated = termination_fn(env_name)
         self.raw_task_fn = task_reward_fn(env_name)
 
@@ -46,8 +47,9 @@ class Imagination:
         been trained on) and on the offline probe. Returns its metrics."""
         fresh = on_device(online.latest(self.rollout.interval), device)
         metrics = self.accuracy(fresh, device, agent.config.action_chunk)
-        starts = online.sample(self.rollout.starts_at(online_step),
-                               self.generator)["observations"]
+        first = self.warmup_steps if self.rollout.start_from == "warmup" else None
+        starts = online.sample(self.rollout.starts_at(online_step), self.generator,
+                               first)["observations"]
         quantile = self.rollout.uncertainty_quantile
         threshold = None if quantile is None else self.world_model.gate_threshold(quantile)
         task_fn = None if self.raw_task_fn is None else self.scaled_task_fn

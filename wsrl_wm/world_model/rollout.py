@@ -14,6 +14,9 @@ DISAGREEMENT_SAMPLE = 1000  # rows per step on which an ungated rollout measures
 TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+START_FROM = ("buffer", "warmup")
+
+
 @dataclass
 class RolloutConfig:
     """How imagined data is made, kept and mixed: each batch = (1 − ratio)·real + ratio·model.
@@ -23,7 +26,8 @@ class RolloutConfig:
 
     ratio: float = 0.0
     interval: int = 250  # env steps between rollout rounds (M)
-    starts: int = 10_000  # rollouts per round (B), started from online-buffer states
+    starts: int = 10_000  # rollouts per round (B), started from online-buffer states ...
+    start_from: str = "buffer"  # ... anywhere in the buffer, or "warmup": its warmup rows only
     horizon: int = 1  # H at the switch ...
     max_horizon: int | None = None  # ... rising linearly to this by `horizon_ramp_steps`
     horizon_ramp_steps: int = 100_000
@@ -60,6 +64,9 @@ class RolloutConfig:
         if self.warmup_imagined > 0 and self.ratio == 0:
             raise WsrlError("rollout.warmup_imagined > 0 needs rollout.ratio > 0 (imagined data "
                             "is only trained on through the model share of each batch)")
+        if self.start_from not in START_FROM:
+            raise WsrlError(f"rollout.start_from must be one of {', '.join(START_FROM)}, got "
+                            f"{self.start_from!r}")
         if self.ratio == 0:
             return
         if round(self.ratio * batch_size) == 0:
