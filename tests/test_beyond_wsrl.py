@@ -25,7 +25,8 @@ def trained_pair(config: SACConfig = SMALL, seed: int = 0):
     torch.manual_seed(seed)
     agent, fresh = SAC(3, 2, config), SAC(3, 2, config)
     optimizers = agent.make_optimizers()
-    for name, module in (("critic", agent.critic), ("actor", agent.actor)):
+    for name, module in (("critic", agent.critic), ("actor", agent.actor),
+                         ("temperature", agent.temperature)):
         loss = sum((p.pow(2) + p).sum() for p in module.parameters())  # no zero gradient
         optimizers[name].zero_grad()
         loss.backward()
@@ -75,6 +76,58 @@ def test_shrink_and_perturb_pulls_toward_a_fresh_draw_and_keeps_the_log_std_with
         torch.testing.assert_close(after[key], 0.75 * before[key] + 0.25 * new[key])
     assert torch.equal(after["net.0.weight"], before["net.0.weight"])
     assert [len(group) for group in layer_groups(agent.actor)] == [4, 4, 3]
+
+
+def test_the_sac_preset_rebuilds_the_whole_agent_with_fresh_adam_states():
+    """Nikishin et al.'s SAC resets: every layer, the target critic, the temperature back to
+    its initial value, and every optimiser's state as a new Adam's (step 0, zero moments)."""
+    config = SACConfig(**{**SMALL.__dict__, "initial_temperature": 0.5})
+    agent, fresh, optimizers = trained_pair(config)
+    assert agent.temperature().item() != pytest.approx(0.5)
+    count = reset_layers(agent, fresh, ResetConfig(preset="sac"), optimizers)
+    for name in ("actor", "critic"):
+        for key, value in getattr(agent, name).state_dict().items():
+            assert torch.equal(value, getattr(fresh, name).state_dict()[key]), (name, key)
+    for key, value in agent.target_critic.state_dict().items():
+        assert torch.equal(value, fresh.critic.state_dict()[key]), key
+    assert agent.temperature().item() == pytest.approx(0.5)
+    for name, optimizer in optimizers.items():
+        assert len(optimizer.state) == len(optimizer.param_groups[0]["params"]), name
+        for state in optimizer.state.values():
+            assert float(state["step"]) == 0, name
+            assert not state["exp_avg"].any() and not state["exp_avg_sq"].any(), name
+    assert count == sum(p.numel() for p in (*agent.actor.parameters(),
+                                            *agent.critic.parameters(),
+                                            *agent.temperature.parameters()))
+
+
+def test_presets_expand_to_their_documented_fields():
+    expanded = {name: {field: getattr(ResetConfig(preset=name), field)
+                       for field in ("networks", "layers", "shrink", "temperature")}
+                for name in ("sac", "head")}
+    assert expanded == {
+        "sac": {"networks": ("actor", "critic"), "layers": 0, "shrink": 0.0,
+                "temperature": True},
+        "head": {"networks": ("actor", "critic"), "layers": 1, "shrink": 0.0,
+                 "temperature": False}}
+    unset = ResetConfig()  # no preset: the fields' own defaults, the head-only reset
+    assert (unset.networks, unset.layers, unset.shrink, unset.temperature) == (
+        ("actor", "critic"), 1, 0.0, False)
+    assert ResetConfig(preset="sac", layers=0, networks=["actor", "critic"]).layers == 0
+    with pytest.raises(WsrlError, match="resets.preset sac sets resets.layers to 0"):
+        ResetConfig(preset="sac", layers=1)
+    with pytest.raises(WsrlError, match="resets.preset must be one of sac, head"):
+        ResetConfig(preset="spr")
+
+
+def test_a_reset_without_the_optimiser_of_what_it_resets_is_an_error():
+    agent, fresh, optimizers = trained_pair()
+    before = snapshot(agent)
+    del optimizers["temperature"]
+    with pytest.raises(WsrlError, match="resets: no optimiser named temperature"):
+        reset_layers(agent, fresh, ResetConfig(preset="sac"), optimizers)
+    assert all(torch.equal(v, before[k]) for k, v in agent.state_dict().items())  # untouched
+    reset_layers(agent, fresh, ResetConfig(preset="head"), optimizers)  # needs no temperature
 
 
 def test_reset_schedule_and_bad_settings():
@@ -169,6 +222,37 @@ def test_a_fine_tuning_run_resets_on_schedule_and_rolls_in_the_frozen_guide(pret
     roll_ins = metrics_of(tmp_path, "jsrl/roll_in")
     assert roll_ins and all(value == {0: 6, 1: 3, 2: 0}[(step - 20) * 3 // 30]
                             for step, value in roll_ins)
+
+
+def test_a_fine_tuning_run_with_sac_resets_restarts_the_agent_and_its_optimisers(pretrained,
+                                                                                 tmp_path):
+    """Through the real loop: right after each reset the temperature is back at its initial
+    value and every optimiser's state is a new Adam's; the pretrained values are gone."""
+    module = FinetuneModule(pretrained, warmup_steps=20, online_steps=30, batch_size=32,
+                            eval_interval=30, eval_episodes=1, log_interval=10,
+                            resets=ResetConfig(preset="sac", at_switch=True, interval=10))
+    initial = module.agent.config.initial_temperature
+    assert module.agent.temperature().item() != pytest.approx(initial)  # pretrained
+    pretrained_actor = snapshot(module.agent.actor)
+    after_reset, reset = [], module.reset
+
+    def reset_and_look():
+        reset()
+        states = [state for optimizer in module.named_optimizers().values()
+                  for state in optimizer.state.values()]
+        after_reset.append((module.agent.temperature().item(), states and all(
+            float(s["step"]) == 0 and not s["exp_avg"].any() and not s["exp_avg_sq"].any()
+            for s in states)))
+
+    module.reset = reset_and_look
+    fit_module(module, tmp_path)
+    assert after_reset == [(pytest.approx(initial), True)] * 3  # online steps 0, 10, 20
+    counts = metrics_of(tmp_path, "event/reset_parameters")
+    assert {value for _, value in counts} == {sum(p.numel() for p in (
+        *module.agent.actor.parameters(), *module.agent.critic.parameters(),
+        *module.agent.temperature.parameters()))}
+    assert not any(torch.equal(v, pretrained_actor[k])
+                   for k, v in module.agent.actor.state_dict().items() if v.dim() > 1)
 
 
 def test_layers_zero_resets_every_layer_and_too_many_layers_fail_before_the_run():
