@@ -2,6 +2,7 @@
 pinned by hand, then through a real fine-tuning run)."""
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 from conftest import build_config_module, fit_module
 
-from wsrl_wm.ablation.study import load_spec
+from wsrl_wm.ablation.plan import plan
+from wsrl_wm.ablation.study import load_spec, sweep_of
 from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
@@ -268,14 +270,55 @@ def test_the_study_variants_reach_the_module_through_the_cli(pretrained, tmp_pat
     """The fine-tuning options of configs/study/beyond.yaml, as the study passes them."""
     spec = load_spec(ROOT / "configs/study/beyond.yaml")
     options = [v for v in spec.variants if not v.own_pretraining]
-    assert {v.name for v in options} >= {"reset", "jsrl", "jsrl_wsrl", "shrink_perturb"}
+    assert {v.name for v in options} >= {"reset_head", "reset_sac", "jsrl", "jsrl_wsrl",
+                                          "shrink_perturb"}
     for variant in options:
-        args = [part if i % 2 else f"--{part}"
-                for item in variant.overrides for i, part in enumerate(item.split("=", 1))]
         module = build_config_module(ROOT / "configs/smoke/finetune.yaml",
-                                     ("--model.pretrained", pretrained, *args), tmp_path)
+                                     ("--model.pretrained", pretrained,
+                                      *cli_args(variant.overrides)), tmp_path)
         for item in variant.overrides:
             key, value = item.split("=", 1)
             option, field = key.split(".")[1:]
             assert str(getattr(getattr(module, option), field)).lower() == value, item
         assert module.resets.enabled or module.jsrl.enabled
+    resets = {name: build_config_module(ROOT / "configs/smoke/finetune.yaml", (
+        "--model.pretrained", pretrained, *cli_args(spec_variant(spec, name).overrides)),
+        tmp_path).resets for name in ("reset_head", "reset_sac")}
+    assert (resets["reset_head"].layers, resets["reset_head"].temperature) == (1, False)
+    assert (resets["reset_sac"].layers, resets["reset_sac"].temperature) == (0, True)
+
+
+def cli_args(overrides: tuple[str, ...]) -> list[str]:
+    return [part if i % 2 else f"--{part}"
+            for item in overrides for i, part in enumerate(item.split("=", 1))]
+
+
+def spec_variant(spec, name: str):
+    return next(v for v in spec.variants if v.name == name)
+
+
+@pytest.mark.parametrize("study", ["beyond", "chunking"])
+def test_the_chunked_arms_pretrain_with_the_rules_their_names_say(study, hopper_dataset,
+                                                                  tmp_path):
+    """qc_rlpd gets Q-chunking's rules by default, chunked_sac the plain chunked SAC's, as the
+    study's pretraining builds them; and the spec plans (per-seed pretraining for chunking)."""
+    spec = load_spec(ROOT / f"configs/study/{study}.yaml")
+    pretrainings, finetunes = plan(dataclasses.replace(sweep_of(spec, "stub"), dataset="stub"))
+    rules = {}
+    for name in ("qc_rlpd", "chunked_sac"):
+        overrides = [item.removeprefix("pretrain.")
+                     for item in spec_variant(spec, name).own_pretraining]
+        module = build_config_module(ROOT / "configs/smoke/pretrain.yaml",
+                                     ("--model.dataset", hopper_dataset, *cli_args(overrides)),
+                                     tmp_path)
+        config = module.agent.config
+        rules[name] = (config.action_chunk, config.q_agg, config.bc_alpha,
+                       config.terminal_windows, module.agent.target_entropy)
+    act_dim = 3  # Hopper's (the study's PointMaze has 2: -5 and -10 there)
+    assert rules == {"qc_rlpd": (5, "mean", 0.01, "drop", -5 * act_dim / 2),
+                     "chunked_sac": (5, "min", 0.0, "pad", -10.0)}
+    if study == "chunking":
+        assert not spec.shared_pretraining and len(spec.seeds) == 5
+        assert len(pretrainings) == 3 * 5 and len(finetunes) == 3 * 5
+        assert {cell.variant for cell in finetunes} == {"wsrl", "qc_rlpd", "chunked_sac"}
+        assert all("16000" in cell.args for cell in pretrainings)
