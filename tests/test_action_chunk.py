@@ -30,10 +30,10 @@ def steps_of(raw: dict) -> dict:
             "mc_returns": mc_returns(raw["rewards"], raw["terminals"], raw["timeouts"], GAMMA)}
 
 
-def test_chunk_rows_keep_terminal_windows_padded_and_drop_truncated_ones():
+def test_padded_chunk_rows_keep_terminal_windows_and_drop_truncated_ones():
     # episode A: steps 0-4, terminal at 4; episode B: steps 5-8, time limit at 8
     steps = steps_of(build_raw([(5, "terminal"), (4, "timeout")]))
-    rows = chunk_rows(steps, H, GAMMA)
+    rows = chunk_rows(steps, H, GAMMA, pad_terminal=True)
     r, a, s, s_next = (steps[k] for k in ("rewards", "actions", "observations",
                                           "next_observations"))
     starts = [0, 1, 2, 3, 4, 5, 6]  # 7 and 8 run past the time limit: no s_{t+3}
@@ -51,6 +51,23 @@ def test_chunk_rows_keep_terminal_windows_padded_and_drop_truncated_ones():
     np.testing.assert_array_equal(rows["mc_returns"], steps["mc_returns"][starts])
 
 
+def test_chunk_rows_drop_every_window_an_episode_end_cuts():
+    """Q-chunking's rule, rows written out by hand: steps 0-4 end on a terminal, 5-8 on a time
+    limit; observation i = i, action i = −i, reward i = 0.5 + i/4, successor i = 1000 + i."""
+    steps = steps_of(build_raw([(5, "terminal"), (4, "timeout")], obs_dim=1, act_dim=1))
+    del steps["mc_returns"]
+    rows = chunk_rows(steps, H, GAMMA)
+    # kept: starts 0, 1, 2 (the window 2-4 ends on the terminal: whole) and 5, 6
+    np.testing.assert_array_equal(rows["observations"], [[0], [1], [2], [5], [6]])
+    np.testing.assert_array_equal(rows["actions"], [[0, -1, -2], [-1, -2, -3], [-2, -3, -4],
+                                                    [-5, -6, -7], [-6, -7, -8]])
+    # 0.5 + 0.9·0.75 + 0.81·1.0, 0.75 + 0.9·1.0 + 0.81·1.25, ...
+    np.testing.assert_allclose(rows["rewards"], [1.985, 2.6625, 3.34, 5.3725, 6.05], rtol=1e-6)
+    np.testing.assert_array_equal(rows["next_observations"],
+                                  [[1002], [1003], [1004], [1007], [1008]])
+    np.testing.assert_array_equal(rows["terminals"], [0, 0, 1, 0, 0])
+
+
 def test_chunks_of_one_are_the_steps():
     steps = steps_of(build_raw([(5, "terminal"), (4, "timeout")]))
     rows = chunk_rows(steps, 1, GAMMA)
@@ -59,16 +76,17 @@ def test_chunks_of_one_are_the_steps():
 
 
 def test_h_step_target_against_a_hand_computation():
-    """Chunk rows of a hand-made trajectory, then r0 + γ r1 + γ² r2 + γ³ min Q'(s3, π(s3))."""
+    """Chunk rows of a hand-made trajectory, then r0 + γ r1 + γ² r2 + γ³ min Q'(s3, π(s3))
+    (the plain chunked SAC's rules: min target, padded terminal windows)."""
     torch.manual_seed(0)
     config = SACConfig(action_chunk=H, discount=GAMMA, num_critics=2, target_subset=2,
-                       critic_hidden=(16,), actor_hidden=(16,))
+                       critic_hidden=(16,), actor_hidden=(16,), q_agg="min",
+                       terminal_windows="pad")
     agent = SAC(OBS_DIM, ACT_DIM, config)
     assert agent.actor.net[-1].out_features == 2 * H * ACT_DIM  # mean and log-std per action
-    assert agent.target_entropy == -H * ACT_DIM
     steps = steps_of(build_raw([(4, "timeout"), (3, "terminal")]))
     batch = {k: torch.as_tensor(np.asarray(v, np.float32))
-             for k, v in chunk_rows(steps, H, GAMMA).items()}
+             for k, v in chunk_rows(steps, H, GAMMA, config.pad_terminal).items()}
     torch.manual_seed(1)
     target = agent.td_target(batch)
     torch.manual_seed(1)
@@ -83,9 +101,96 @@ def test_h_step_target_against_a_hand_computation():
     assert len(target) == 5  # starts 0, 1 (episode 1) and 4, 5, 6 (episode 2)
 
 
-def test_bad_chunk_is_one_clear_error():
-    with pytest.raises(WsrlError, match="action_chunk must be at least 1"):
-        CQLConfig(action_chunk=0)
+def test_bad_chunk_settings_are_one_clear_error():
+    for bad, message in (({"action_chunk": 0}, "action_chunk must be at least 1"),
+                         ({"q_agg": "max"}, "q_agg must be one of min, mean"),
+                         ({"bc_alpha": -0.1}, "bc_alpha must be >= 0"),
+                         ({"terminal_windows": "keep"}, "terminal_windows must be one of")):
+        with pytest.raises(WsrlError, match=message):
+            CQLConfig(**bad)
+
+
+# ----------------------------------------------------------- QC-RLPD's agent rules
+
+
+def test_qc_rlpd_rules_are_the_chunk_defaults_and_one_step_actions_keep_wsrl_s():
+    chunked, plain = SACConfig(action_chunk=H), SACConfig()
+    assert (chunked.q_agg, chunked.bc_alpha, chunked.terminal_windows) == ("mean", 0.01, "drop")
+    assert (plain.q_agg, plain.bc_alpha) == ("min", 0.0)
+    assert SAC(OBS_DIM, ACT_DIM, chunked).target_entropy == -H * ACT_DIM / 2
+    assert SAC(OBS_DIM, ACT_DIM, plain).target_entropy == -ACT_DIM
+    assert SAC(OBS_DIM, ACT_DIM, SACConfig(action_chunk=H, target_entropy=-9.0)
+               ).target_entropy == -9.0
+    old_rules = CQLConfig(action_chunk=H, q_agg="min", bc_alpha=0.0)
+    assert (old_rules.q_agg, old_rules.bc_alpha) == ("min", 0.0)
+
+
+def tiny_chunk_agent(**rules) -> SAC:
+    """Three critics of one hidden layer, no LayerNorm: simple enough to run by hand."""
+    torch.manual_seed(0)
+    return SAC(OBS_DIM, ACT_DIM, SACConfig(action_chunk=2, discount=GAMMA, num_critics=3,
+                                           target_subset=2, critic_hidden=(5,),
+                                           actor_hidden=(8,), layer_norm=False, **rules))
+
+
+def q_by_hand(critic, obs, action, member: int) -> torch.Tensor:
+    """Critic `member`'s Q(s, a) from its weights: relu([s, a]·W0 + b0)·W1 + b1."""
+    first, last = critic.mlp.net[0], critic.mlp.net[-1]
+    hidden = torch.relu(torch.cat([obs, action], -1) @ first.weight[member] + first.bias[member])
+    return (hidden @ last.weight[member] + last.bias[member]).squeeze(-1)
+
+
+def chunk_batch(rows: int = 6) -> dict:
+    generator = torch.Generator().manual_seed(3)
+    actions = torch.rand(rows, 2 * ACT_DIM, generator=generator) * 2 - 1
+    actions[0, 0] = 1.0  # on the bound: the BC term clips it into (−1, 1)
+    return {"observations": torch.randn(rows, OBS_DIM, generator=generator),
+            "actions": actions, "rewards": torch.randn(rows, generator=generator),
+            "next_observations": torch.randn(rows, OBS_DIM, generator=generator),
+            "terminals": torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0][:rows])}
+
+
+def test_mean_aggregation_in_the_target_and_the_actor_loss_by_hand():
+    agent, batch = tiny_chunk_agent(q_agg="mean", bc_alpha=0.0), chunk_batch()
+    with torch.no_grad():  # target critics unlike the critics, so a mix-up shows
+        for param in agent.target_critic.parameters():
+            param.add_(0.3)
+    torch.manual_seed(1)
+    target = agent.td_target(batch)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        next_action = agent.actor(batch["next_observations"])[0]
+        q_next = sum(q_by_hand(agent.target_critic, batch["next_observations"], next_action, i)
+                     for i in range(3)) / 3
+    expected = batch["rewards"] + GAMMA**2 * (1 - batch["terminals"]) * q_next
+    torch.testing.assert_close(target, expected)
+
+    torch.manual_seed(2)
+    loss, _, info = agent.actor_loss(batch)
+    torch.manual_seed(2)
+    action, log_prob = agent.actor(batch["observations"])
+    q = sum(q_by_hand(agent.critic, batch["observations"], action, i) for i in range(3)) / 3
+    torch.testing.assert_close(loss, (1.0 * log_prob - q).mean())  # temperature 1
+    assert "bc_loss" not in info
+
+
+def test_the_bc_term_is_the_data_chunks_negative_log_likelihood_by_hand():
+    """QC-RLPD's actor loss adds −bc_alpha·mean log π(clip(a_data) | s) on the actor's batch."""
+    batch = chunk_batch()
+    plain, with_bc = tiny_chunk_agent(bc_alpha=0.0), tiny_chunk_agent(bc_alpha=0.5)
+    torch.manual_seed(2)
+    loss_plain = plain.actor_loss(batch)[0]
+    torch.manual_seed(2)
+    loss, _, info = with_bc.actor_loss(batch)
+    with torch.no_grad():
+        mean, log_std = with_bc.actor.distribution_params(batch["observations"])
+        data = batch["actions"].clamp(-1 + 1e-5, 1 - 1e-5)
+        gaussian = torch.distributions.Normal(mean, log_std.exp())
+        log_prob = (gaussian.log_prob(torch.atanh(data)) - torch.log(1 - data**2)).sum(-1)
+    expected = -0.5 * log_prob.mean()
+    assert torch.isfinite(expected)
+    torch.testing.assert_close(info["bc_loss"], expected)
+    torch.testing.assert_close(loss, loss_plain + expected)
 
 
 # ----------------------------------------------------------------------------- online
@@ -127,16 +232,18 @@ def stored(buffer) -> dict:
     return {k: v[: len(buffer)].clone() for k, v in buffer.storage.items()}
 
 
+@pytest.mark.parametrize("pad", [False, True])
 @pytest.mark.parametrize("end", ["terminal", "timeout"])
-def test_runner_executes_chunks_and_writes_the_offline_rule_rows(end):
-    """Two 5-step episodes; the rows the runner writes are `chunk_rows` of the steps it took,
-    and the Cal-QL buffer's MC returns are each row's return-to-go from its first step."""
+def test_runner_executes_chunks_and_writes_the_offline_rule_rows(end, pad):
+    """Two 5-step episodes; the rows the runner writes are `chunk_rows` of the steps it took
+    (under the same terminal-window rule), and the Cal-QL buffer's MC returns are each row's
+    return-to-go from its first step."""
     env = TerminateAt(make_env("Hopper-v5", 0), 5) if end == "terminal" else \
         gym.wrappers.TimeLimit(make_env("Hopper-v5", 0), max_episode_steps=5)
     buffer = EpisodeReplayBuffer(100, OBS_DIM, H * ACT_DIM, GAMMA)
     steps = ReplayBuffer.for_transitions(100, OBS_DIM, ACT_DIM)
     runner = EnvRunner(env, buffer, reward_scale=2.0, reward_bias=-1.0, episodic=True,
-                       action_chunk=H, discount=GAMMA, step_buffer=steps)
+                       action_chunk=H, discount=GAMMA, step_buffer=steps, pad_terminal=pad)
     runner.reset(seed=0)
     agent = ChunkAgent()
     returns = run(runner, agent, 10)
@@ -150,9 +257,9 @@ def test_runner_executes_chunks_and_writes_the_offline_rule_rows(end):
                  timeouts=ends if end == "timeout" else never)
     taken["mc_returns"] = mc_returns(taken["rewards"], taken["terminals"], taken["timeouts"],
                                      GAMMA)
-    expected = chunk_rows(taken, H, GAMMA)
+    expected = chunk_rows(taken, H, GAMMA, pad)
     got = stored(buffer)
-    assert len(got["rewards"]) == (10 if end == "terminal" else 6) == buffer.finished
+    assert len(got["rewards"]) == (10 if end == "terminal" and pad else 6) == buffer.finished
     for key, value in expected.items():
         torch.testing.assert_close(got[key], torch.as_tensor(value, dtype=torch.float32),
                                    msg=key)
@@ -219,6 +326,24 @@ class Drift:
         return torch.zeros(len(obs))
 
 
+def test_imagined_chunks_a_terminal_cuts_are_dropped():
+    """Q-chunking's rule in the model: a chunk whose terminal comes before its last step is
+    no row (the same starts as the padded case below)."""
+    chunk = torch.tensor([0.5, 0.5, 0.2, 0.8, 0.9, 0.1])  # every action moves s by 1.0
+    actor = lambda obs: (chunk.expand(len(obs), -1).clone(), None)  # noqa: E731
+    ends_past_4 = lambda obs: obs[:, 0] > 4.0  # noqa: E731
+    rows, stats = branched_rollout(Drift(), actor, torch.tensor([[0.0], [3.0]]), 2, ends_past_4,
+                                   action_chunk=H, discount=GAMMA)
+    # start 0: its first chunk (s 0 → 3) is whole; its second and start 3's first end at
+    # their second step
+    torch.testing.assert_close(rows["observations"], torch.tensor([[0.0]]))
+    torch.testing.assert_close(rows["next_observations"], torch.tensor([[3.0]]))
+    torch.testing.assert_close(rows["rewards"], torch.tensor([1 + GAMMA + GAMMA**2]))
+    torch.testing.assert_close(rows["terminals"], torch.tensor([0.0]))
+    torch.testing.assert_close(rows["actions"], chunk[None])
+    assert stats["rollout/mean_length"] == pytest.approx((5 + 2) / 2)  # env steps
+
+
 def test_imagined_chunks_step_the_one_step_model_h_times():
     chunk = torch.tensor([0.5, 0.5, 0.2, 0.8, 0.9, 0.1])  # every action moves s by 1.0
     actor = lambda obs: (chunk.expand(len(obs), -1).clone(), None)  # noqa: E731
@@ -226,7 +351,7 @@ def test_imagined_chunks_step_the_one_step_model_h_times():
     ends_past_4 = lambda obs: obs[:, 0] > 4.0  # noqa: E731
 
     rows, stats = branched_rollout(Drift(), actor, start, 2, ends_past_4, action_chunk=H,
-                                   discount=GAMMA)
+                                   discount=GAMMA, pad_terminal=True)
     # each env step adds 1.0; start 0: chunk 1 reaches 3, chunk 2 ends at step 2 (s = 5);
     # start 3: its first chunk ends at step 2 (s = 5), its third action a repeat of the second
     assert sorted(rows["observations"][:, 0].tolist()) == [0.0, 3.0, 3.0]

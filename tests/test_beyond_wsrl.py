@@ -2,6 +2,7 @@
 pinned by hand, then through a real fine-tuning run)."""
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 from conftest import build_config_module, fit_module
 
-from wsrl_wm.ablation.study import load_spec
+from wsrl_wm.ablation.plan import plan
+from wsrl_wm.ablation.study import load_spec, sweep_of
 from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.lightning import FinetuneModule
@@ -25,7 +27,8 @@ def trained_pair(config: SACConfig = SMALL, seed: int = 0):
     torch.manual_seed(seed)
     agent, fresh = SAC(3, 2, config), SAC(3, 2, config)
     optimizers = agent.make_optimizers()
-    for name, module in (("critic", agent.critic), ("actor", agent.actor)):
+    for name, module in (("critic", agent.critic), ("actor", agent.actor),
+                         ("temperature", agent.temperature)):
         loss = sum((p.pow(2) + p).sum() for p in module.parameters())  # no zero gradient
         optimizers[name].zero_grad()
         loss.backward()
@@ -75,6 +78,58 @@ def test_shrink_and_perturb_pulls_toward_a_fresh_draw_and_keeps_the_log_std_with
         torch.testing.assert_close(after[key], 0.75 * before[key] + 0.25 * new[key])
     assert torch.equal(after["net.0.weight"], before["net.0.weight"])
     assert [len(group) for group in layer_groups(agent.actor)] == [4, 4, 3]
+
+
+def test_the_sac_preset_rebuilds_the_whole_agent_with_fresh_adam_states():
+    """Nikishin et al.'s SAC resets: every layer, the target critic, the temperature back to
+    its initial value, and every optimiser's state as a new Adam's (step 0, zero moments)."""
+    config = SACConfig(**{**SMALL.__dict__, "initial_temperature": 0.5})
+    agent, fresh, optimizers = trained_pair(config)
+    assert agent.temperature().item() != pytest.approx(0.5)
+    count = reset_layers(agent, fresh, ResetConfig(preset="sac"), optimizers)
+    for name in ("actor", "critic"):
+        for key, value in getattr(agent, name).state_dict().items():
+            assert torch.equal(value, getattr(fresh, name).state_dict()[key]), (name, key)
+    for key, value in agent.target_critic.state_dict().items():
+        assert torch.equal(value, fresh.critic.state_dict()[key]), key
+    assert agent.temperature().item() == pytest.approx(0.5)
+    for name, optimizer in optimizers.items():
+        assert len(optimizer.state) == len(optimizer.param_groups[0]["params"]), name
+        for state in optimizer.state.values():
+            assert float(state["step"]) == 0, name
+            assert not state["exp_avg"].any() and not state["exp_avg_sq"].any(), name
+    assert count == sum(p.numel() for p in (*agent.actor.parameters(),
+                                            *agent.critic.parameters(),
+                                            *agent.temperature.parameters()))
+
+
+def test_presets_expand_to_their_documented_fields():
+    expanded = {name: {field: getattr(ResetConfig(preset=name), field)
+                       for field in ("networks", "layers", "shrink", "temperature")}
+                for name in ("sac", "head")}
+    assert expanded == {
+        "sac": {"networks": ("actor", "critic"), "layers": 0, "shrink": 0.0,
+                "temperature": True},
+        "head": {"networks": ("actor", "critic"), "layers": 1, "shrink": 0.0,
+                 "temperature": False}}
+    unset = ResetConfig()  # no preset: the fields' own defaults, the head-only reset
+    assert (unset.networks, unset.layers, unset.shrink, unset.temperature) == (
+        ("actor", "critic"), 1, 0.0, False)
+    assert ResetConfig(preset="sac", layers=0, networks=["actor", "critic"]).layers == 0
+    with pytest.raises(WsrlError, match="resets.preset sac sets resets.layers to 0"):
+        ResetConfig(preset="sac", layers=1)
+    with pytest.raises(WsrlError, match="resets.preset must be one of sac, head"):
+        ResetConfig(preset="spr")
+
+
+def test_a_reset_without_the_optimiser_of_what_it_resets_is_an_error():
+    agent, fresh, optimizers = trained_pair()
+    before = snapshot(agent)
+    del optimizers["temperature"]
+    with pytest.raises(WsrlError, match="resets: no optimiser named temperature"):
+        reset_layers(agent, fresh, ResetConfig(preset="sac"), optimizers)
+    assert all(torch.equal(v, before[k]) for k, v in agent.state_dict().items())  # untouched
+    reset_layers(agent, fresh, ResetConfig(preset="head"), optimizers)  # needs no temperature
 
 
 def test_reset_schedule_and_bad_settings():
@@ -171,6 +226,37 @@ def test_a_fine_tuning_run_resets_on_schedule_and_rolls_in_the_frozen_guide(pret
                             for step, value in roll_ins)
 
 
+def test_a_fine_tuning_run_with_sac_resets_restarts_the_agent_and_its_optimisers(pretrained,
+                                                                                 tmp_path):
+    """Through the real loop: right after each reset the temperature is back at its initial
+    value and every optimiser's state is a new Adam's; the pretrained values are gone."""
+    module = FinetuneModule(pretrained, warmup_steps=20, online_steps=30, batch_size=32,
+                            eval_interval=30, eval_episodes=1, log_interval=10,
+                            resets=ResetConfig(preset="sac", at_switch=True, interval=10))
+    initial = module.agent.config.initial_temperature
+    assert module.agent.temperature().item() != pytest.approx(initial)  # pretrained
+    pretrained_actor = snapshot(module.agent.actor)
+    after_reset, reset = [], module.reset
+
+    def reset_and_look():
+        reset()
+        states = [state for optimizer in module.named_optimizers().values()
+                  for state in optimizer.state.values()]
+        after_reset.append((module.agent.temperature().item(), states and all(
+            float(s["step"]) == 0 and not s["exp_avg"].any() and not s["exp_avg_sq"].any()
+            for s in states)))
+
+    module.reset = reset_and_look
+    fit_module(module, tmp_path)
+    assert after_reset == [(pytest.approx(initial), True)] * 3  # online steps 0, 10, 20
+    counts = metrics_of(tmp_path, "event/reset_parameters")
+    assert {value for _, value in counts} == {sum(p.numel() for p in (
+        *module.agent.actor.parameters(), *module.agent.critic.parameters(),
+        *module.agent.temperature.parameters()))}
+    assert not any(torch.equal(v, pretrained_actor[k])
+                   for k, v in module.agent.actor.state_dict().items() if v.dim() > 1)
+
+
 def test_layers_zero_resets_every_layer_and_too_many_layers_fail_before_the_run():
     agent, fresh, optimizers = trained_pair()
     reset_layers(agent, fresh, ResetConfig(networks=("actor",), layers=0), optimizers)
@@ -184,14 +270,55 @@ def test_the_study_variants_reach_the_module_through_the_cli(pretrained, tmp_pat
     """The fine-tuning options of configs/study/beyond.yaml, as the study passes them."""
     spec = load_spec(ROOT / "configs/study/beyond.yaml")
     options = [v for v in spec.variants if not v.own_pretraining]
-    assert {v.name for v in options} >= {"reset", "jsrl", "jsrl_wsrl", "shrink_perturb"}
+    assert {v.name for v in options} >= {"reset_head", "reset_sac", "jsrl", "jsrl_wsrl",
+                                          "shrink_perturb"}
     for variant in options:
-        args = [part if i % 2 else f"--{part}"
-                for item in variant.overrides for i, part in enumerate(item.split("=", 1))]
         module = build_config_module(ROOT / "configs/smoke/finetune.yaml",
-                                     ("--model.pretrained", pretrained, *args), tmp_path)
+                                     ("--model.pretrained", pretrained,
+                                      *cli_args(variant.overrides)), tmp_path)
         for item in variant.overrides:
             key, value = item.split("=", 1)
             option, field = key.split(".")[1:]
             assert str(getattr(getattr(module, option), field)).lower() == value, item
         assert module.resets.enabled or module.jsrl.enabled
+    resets = {name: build_config_module(ROOT / "configs/smoke/finetune.yaml", (
+        "--model.pretrained", pretrained, *cli_args(spec_variant(spec, name).overrides)),
+        tmp_path).resets for name in ("reset_head", "reset_sac")}
+    assert (resets["reset_head"].layers, resets["reset_head"].temperature) == (1, False)
+    assert (resets["reset_sac"].layers, resets["reset_sac"].temperature) == (0, True)
+
+
+def cli_args(overrides: tuple[str, ...]) -> list[str]:
+    return [part if i % 2 else f"--{part}"
+            for item in overrides for i, part in enumerate(item.split("=", 1))]
+
+
+def spec_variant(spec, name: str):
+    return next(v for v in spec.variants if v.name == name)
+
+
+@pytest.mark.parametrize("study", ["beyond", "chunking"])
+def test_the_chunked_arms_pretrain_with_the_rules_their_names_say(study, hopper_dataset,
+                                                                  tmp_path):
+    """qc_rlpd gets Q-chunking's rules by default, chunked_sac the plain chunked SAC's, as the
+    study's pretraining builds them; and the spec plans (per-seed pretraining for chunking)."""
+    spec = load_spec(ROOT / f"configs/study/{study}.yaml")
+    pretrainings, finetunes = plan(dataclasses.replace(sweep_of(spec, "stub"), dataset="stub"))
+    rules = {}
+    for name in ("qc_rlpd", "chunked_sac"):
+        overrides = [item.removeprefix("pretrain.")
+                     for item in spec_variant(spec, name).own_pretraining]
+        module = build_config_module(ROOT / "configs/smoke/pretrain.yaml",
+                                     ("--model.dataset", hopper_dataset, *cli_args(overrides)),
+                                     tmp_path)
+        config = module.agent.config
+        rules[name] = (config.action_chunk, config.q_agg, config.bc_alpha,
+                       config.terminal_windows, module.agent.target_entropy)
+    act_dim = 3  # Hopper's (the study's PointMaze has 2: -5 and -10 there)
+    assert rules == {"qc_rlpd": (5, "mean", 0.01, "drop", -5 * act_dim / 2),
+                     "chunked_sac": (5, "min", 0.0, "pad", -10.0)}
+    if study == "chunking":
+        assert not spec.shared_pretraining and len(spec.seeds) == 5
+        assert len(pretrainings) == 3 * 5 and len(finetunes) == 3 * 5
+        assert {cell.variant for cell in finetunes} == {"wsrl", "qc_rlpd", "chunked_sac"}
+        assert all("16000" in cell.args for cell in pretrainings)

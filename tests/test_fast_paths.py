@@ -39,9 +39,10 @@ def test_compiled_losses_match_eager(agent_class, config):
 # Every supported shape compiles (issue: inductor failed at num_critics 2, where the REDQ subset
 # is every critic): 1 to 10 critics, LayerNorm on and off, Cal-QL, CQL with and without
 # importance sampling, the critic subset and the Lagrange α, max-target backup (CQL's and the
-# online SAC's), UTD 1 to 8.
+# online SAC's), Q-chunking's mean over the critics with its BC term, UTD 1 to 8.
 COMPILE_MATRIX = [
     (SAC, dict(num_critics=1, layer_norm=True, utd=1)),
+    (SAC, dict(num_critics=4, layer_norm=True, q_agg="mean", bc_alpha=0.01, utd=2)),
     (SAC, dict(num_critics=2, layer_norm=False, utd=8)),
     (SAC, dict(num_critics=10, layer_norm=True, max_target_backup=True, max_target_actions=3,
                utd=2)),

@@ -8,6 +8,7 @@ The agent says what to optimise (its losses and target update); how to step them
 checks and compilation included, is its `Updater`'s (wsrl_wm/agents/update.py)."""
 
 import copy
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +25,13 @@ from wsrl_wm.agents.update import Optimizers, Updater
 from wsrl_wm.errors import WsrlError
 
 NONFINITE_POLICIES = ("stop", "skip")
+Q_AGGREGATIONS = ("min", "mean")
+TERMINAL_WINDOWS = ("drop", "pad")
+# Q-chunking's QC-RLPD (github ColinQiyangLi/qc, README's QC-RLPD command and
+# agents/acrlpd.py `get_config`): mean over the critics, BC weight 0.01, and a target entropy
+# of half the chunk's dimension (`target_entropy_multiplier` 0.5).
+QC_RLPD = {"q_agg": "mean", "bc_alpha": 0.01}
+QC_ENTROPY_MULTIPLIER = 0.5
 
 
 @dataclass
@@ -54,7 +62,7 @@ class SACConfig:
     critic_lr: float = 3e-4
     temperature_lr: float = 1e-4
     initial_temperature: float = 1.0
-    target_entropy: float | None = None  # None → −|A| (−h·|A| for chunks of h)
+    target_entropy: float | None = None  # None → −|A| (Q-chunking's −h·|A|/2 for chunks of h)
     backup_entropy: bool = False  # WSRL: no entropy term in the Bellman target
     # Max-target backup: the target maxes the subset-min target Q over `max_target_actions`
     # sampled next actions (official SAC `max_target_backup`, `n_actions` 10:
@@ -75,6 +83,16 @@ class SACConfig:
     # h consecutive actions, one flattened action of h·|A|, backed up over h steps with γ^h
     # (docs/beyond_wsrl.md, "Action chunking"). 1: plain one-step actions.
     action_chunk: int = 1
+    # How the critics are aggregated in the target and the actor loss: "min" (WSRL: min over
+    # the drawn `target_subset` in the target, min over all in the actor loss) or "mean" (over
+    # all critics in both, Q-chunking's `q_agg`). None: "min" at action_chunk 1, "mean" above.
+    q_agg: str | None = None
+    # Weight of the actor's behaviour-cloning term −log π(a_data | s) on the actor's batch
+    # (Q-chunking's `bc_alpha`). None: 0 at action_chunk 1, 0.01 (QC-RLPD) above.
+    bc_alpha: float | None = None
+    # A chunk window that a terminal cuts short: "drop" it (Q-chunking masks every window that
+    # crosses an episode end) or "pad" it with its last action (wsrl_wm/data/chunks.py).
+    terminal_windows: str = "drop"
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in NONFINITE_POLICIES:
@@ -93,9 +111,27 @@ class SACConfig:
                             f"{self.max_target_actions}")
         if self.action_chunk < 1:
             raise WsrlError(f"action_chunk must be at least 1, got {self.action_chunk}")
+        chunked = self.action_chunk > 1  # unset Q-chunking rules: QC-RLPD's for chunks
+        if self.q_agg is None:
+            self.q_agg = QC_RLPD["q_agg"] if chunked else "min"
+        if self.bc_alpha is None:
+            self.bc_alpha = QC_RLPD["bc_alpha"] if chunked else 0.0
+        if self.q_agg not in Q_AGGREGATIONS:
+            raise WsrlError(f"q_agg must be one of {', '.join(Q_AGGREGATIONS)}, got "
+                            f"{self.q_agg!r}")
+        if not self.bc_alpha >= 0:
+            raise WsrlError(f"bc_alpha must be >= 0, got {self.bc_alpha}")
+        if self.terminal_windows not in TERMINAL_WINDOWS:
+            raise WsrlError(f"terminal_windows must be one of {', '.join(TERMINAL_WINDOWS)}, "
+                            f"got {self.terminal_windows!r}")
         if self.kernel_scale_final is not None and not self.kernel_scale_final > 0:
             raise WsrlError(f"kernel_scale_final must be positive (or null for gain √2), got "
                             f"{self.kernel_scale_final}")
+
+    @property
+    def pad_terminal(self) -> bool:
+        """Whether chunk windows cut short by a terminal are kept, padded (`terminal_windows`)."""
+        return self.terminal_windows == "pad"
 
 
 class SAC(nn.Module):
@@ -111,7 +147,8 @@ class SAC(nn.Module):
                                      config.layer_norm, **init)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = LogScalar(config.initial_temperature)
-        self.target_entropy = (-float(act_dim) if config.target_entropy is None
+        multiplier = QC_ENTROPY_MULTIPLIER if config.action_chunk > 1 else 1.0
+        self.target_entropy = (-multiplier * act_dim if config.target_entropy is None
                                else config.target_entropy)
         self.updater = Updater(self)
 
@@ -143,17 +180,21 @@ class SAC(nn.Module):
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
-        """r + γ·(1 − terminal)·min over the drawn target critics of Q(s', a'), a' ~ π(s');
-        with n = `backup_actions()` > 1, the max of that over n sampled a' (the entropy
-        term, if any, is taken before the max, as the official `_process_target_next_qs`).
+        """r + γ·(1 − terminal)·min over the drawn target critics of Q(s', a'), a' ~ π(s')
+        (`q_agg` "mean": the mean over all target critics); with n = `backup_actions()` > 1,
+        the max of that over n sampled a' (the entropy term, if any, is taken before the max,
+        as the official `_process_target_next_qs`).
         For chunks of h actions the rows are h steps long (wsrl_wm/data/chunks.py): r is the
         chunk's discounted reward sum, s' the state h steps on, and γ becomes γ^h."""
         n, next_obs = self.backup_actions(), batch["next_observations"]
         if n > 1:
             next_obs = repeat_rows(next_obs, n)
         next_action, next_log_prob = self.actor(next_obs)
-        target_q = self.target_critic(next_obs, next_action,
-                                      self.target_members(next_action.device)).min(dim=0).values
+        if self.config.q_agg == "mean":
+            target_q = self.target_critic(next_obs, next_action).mean(dim=0)
+        else:
+            target_q = self.target_critic(next_obs, next_action,
+                                          self.target_members(next_action.device)).min(dim=0).values
         if self.config.backup_entropy:
             target_q = target_q - self.temperature() * next_log_prob
         if n > 1:
@@ -196,16 +237,25 @@ class SAC(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The actor loss; the caller keeps gradients out of the critics (`actor_loss`, or the
         fused stepper, which differentiates the actor's parameters only). `static`: `per_row`
-        without its host sync, for an update run as one graph."""
+        without its host sync, for an update run as one graph. With `bc_alpha` > 0 it adds
+        the behaviour-cloning term on the batch's own actions (QC-RLPD's)."""
         obs = batch["observations"]
         action, log_prob = self.actor(obs)
-        with torch.no_grad():  # which critic is the minimum, row by row ...
-            minimiser = self.critic(obs, action).argmin(dim=0)
-        # ... since the gradient of the min flows only through it
-        q = self.critic.per_row(obs, action, minimiser, static)
+        if self.config.q_agg == "mean":
+            q = self.critic(obs, action).mean(dim=0)
+        else:
+            with torch.no_grad():  # which critic is the minimum, row by row ...
+                minimiser = self.critic(obs, action).argmin(dim=0)
+            # ... since the gradient of the min flows only through it
+            q = self.critic.per_row(obs, action, minimiser, static)
         loss = (self.temperature().detach() * log_prob - q).mean()
-        return loss, log_prob.detach(), {"actor_loss": loss.detach(),
-                                         "entropy": -log_prob.detach().mean()}
+        info = {"actor_loss": loss.detach(), "entropy": -log_prob.detach().mean()}
+        if self.config.bc_alpha > 0:
+            bc_loss = -self.config.bc_alpha * data_log_prob(self.actor, obs,
+                                                            batch["actions"]).mean()
+            loss = loss + bc_loss
+            info["bc_loss"] = bc_loss.detach()
+        return loss, log_prob.detach(), info
 
     def temperature_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         """α·(entropy − target entropy), the entropy estimated from the policy's actions at the
@@ -236,6 +286,17 @@ def draw_members(critics: int, size: int, replacement: bool, device: torch.devic
     if replacement:
         return torch.randint(critics, (size,), device=device)
     return torch.randperm(critics, device=device)[:size]
+
+
+def data_log_prob(actor: TanhGaussianActor, obs: torch.Tensor, action: torch.Tensor
+                  ) -> torch.Tensor:
+    """log π(action | obs) of given actions (the BC term's), clipped into (−1, 1) by 1e-5 as
+    Q-chunking's `actor_loss` does so that the tanh's inverse stays finite."""
+    mean, log_std = actor.distribution_params(obs)
+    action = action.clamp(-1.0 + 1e-5, 1.0 - 1e-5)
+    noise = (torch.atanh(action) - mean) / log_std.exp()
+    gaussian = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return gaussian - torch.log1p(-action.pow(2)).sum(-1)
 
 
 def adam(params, lr: float) -> torch.optim.Optimizer:

@@ -117,7 +117,7 @@ class FinetuneModule(LightningModule):
             offline = load_offline_tensors(offline_dataset, self.env_name,
                                            self.agent.config.discount, self.reward_scale,
                                            self.reward_bias, bundle.sparse_negative_reward,
-                                           chunk)
+                                           chunk, self.agent.config.pad_terminal)
             self.offline_buffer = ReplayBuffer.for_transitions(
                 len(offline["rewards"]), obs_dim, act_dim * chunk,
                 with_mc_returns=self.calql_online)
@@ -257,7 +257,8 @@ class FinetuneModule(LightningModule):
         self.runner = EnvRunner(make_env(self.env_name, hp.seed), self.buffer, self.reward_scale,
                                 self.reward_bias, episodic=self.calql_online,
                                 action_chunk=self.action_chunk,
-                                discount=self.agent.config.discount, step_buffer=self.step_buffer)
+                                discount=self.agent.config.discount, step_buffer=self.step_buffer,
+                                pad_terminal=self.agent.config.pad_terminal)
         self.runner.reset(hp.seed)
         if self._resumed is not None:
             self.runner.load_state_dict(self._resumed)

@@ -26,12 +26,13 @@ def load_offline_steps(source: str, env: str, discount: float, reward_scale: flo
 
 def load_offline_tensors(source: str, env: str, discount: float, reward_scale: float = 1.0,
                          reward_bias: float = 0.0, sparse_negative_reward: float | None = None,
-                         action_chunk: int = 1) -> dict[str, torch.Tensor]:
+                         action_chunk: int = 1, pad_terminal: bool = False
+                         ) -> dict[str, torch.Tensor]:
     """`load_offline_steps` as the agent's rows: chunks of `action_chunk` steps
     (wsrl_wm/data/chunks.py; 1: the steps)."""
     steps = load_offline_steps(source, env, discount, reward_scale, reward_bias,
                                sparse_negative_reward)
-    return as_tensors(chunk_rows(steps, action_chunk, discount))
+    return as_tensors(chunk_rows(steps, action_chunk, discount, pad_terminal))
 
 
 def as_tensors(rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -47,7 +47,8 @@ class PretrainModule(LightningModule):
         data = load_offline_steps(dataset, env, agent.discount, reward_scale, reward_bias,
                                   sparse_negative_reward)
         h = agent.action_chunk
-        self.offline = as_tensors(chunk_rows(data, h, agent.discount))  # the agent's rows
+        self.offline = as_tensors(chunk_rows(data, h, agent.discount,  # the agent's rows
+                                             agent.pad_terminal))
         # The world model is one-step: it learns from env steps, not chunks.
         self.offline_steps = self.offline if h == 1 else as_tensors(data)
         self.last_eval: dict = {}
@@ -58,7 +59,8 @@ class PretrainModule(LightningModule):
         # With chunks, the probe rows' first steps, for the world model's probe error.
         self.step_probe = None
         if h > 1:
-            first = torch.as_tensor(chunk_starts(data["terminals"], data["timeouts"], h)[0])
+            first = torch.as_tensor(chunk_starts(data["terminals"], data["timeouts"], h,
+                                                 agent.pad_terminal)[0])
             self.step_probe = {k: v[first[rows]].clone() for k, v in self.offline_steps.items()}
         self.world_model, self.world_model_config = None, world_model
         if world_model is not None:

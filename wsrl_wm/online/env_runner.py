@@ -18,17 +18,18 @@ class EnvRunner:
     With action chunks of h, the agent is asked for h actions at once, which the next h calls
     execute open-loop (a new episode starts a new chunk), and the buffer gets chunk rows
     (wsrl_wm/data/chunks.py): the row starting h − 1 steps back as each window of h steps
-    completes, and at an episode's end those of its last steps still pending (kept after a
-    terminal, dropped after a truncation)."""
+    completes, and at an episode's end those of its last steps still pending whose window
+    the episode's end does not cut short (with `pad_terminal`, also those a terminal cuts)."""
 
     def __init__(self, env: gym.Env, buffer, reward_scale: float = 1.0,
                  reward_bias: float = 0.0, episodic: bool = False, action_chunk: int = 1,
-                 discount: float = 0.99, step_buffer=None):
+                 discount: float = 0.99, step_buffer=None, pad_terminal: bool = False):
         """`episodic`: the buffer is an `EpisodeReplayBuffer`, told where each episode ends.
         `step_buffer`: also gets every env step as a one-step row (the world model's data)."""
         self.env, self.buffer, self.episodic = env, buffer, episodic
         self.reward_scale, self.reward_bias = reward_scale, reward_bias
         self.action_chunk, self.discount, self.step_buffer = action_chunk, discount, step_buffer
+        self.pad_terminal = pad_terminal
         self.obs, self.episode_return = None, 0.0
         self.episode_step, self.roll_in = 0, 0
         self.queue: list[np.ndarray] = []  # the current chunk's actions not yet executed
@@ -76,19 +77,20 @@ class EnvRunner:
         """The chunk rows the pending steps complete (their end counts as a truncation unless
         the last step is terminal: only full windows are written while an episode goes on)."""
         steps = {k: np.concatenate([step[k] for step in self.pending]) for k in self.pending[0]}
-        rows = chunk_rows(steps, self.action_chunk, self.discount)
+        rows = chunk_rows(steps, self.action_chunk, self.discount, self.pad_terminal)
         if len(rows["rewards"]):
             self.buffer.add(rows)
 
     def end_episode(self, terminated: bool) -> None:
         """The episode's MC returns into the `EpisodeReplayBuffer`: from its chunk rows'
-        first steps (one row per step, but the last h − 1 after a truncation); single steps
-        are the rows themselves."""
+        first steps (one row per step but the last h − 1, which only a padded terminal
+        keeps); single steps are the rows themselves."""
         if self.action_chunk == 1:
             self.buffer.end_episode()
             return
         steps = len(self.episode_rewards)
-        rows = steps if terminated else max(steps - self.action_chunk + 1, 0)
+        whole = terminated and self.pad_terminal
+        rows = steps if whole else max(steps - self.action_chunk + 1, 0)
         returns = self.buffer.returns_to_go(np.array(self.episode_rewards))
         self.buffer.end_episode(returns[:rows])
 

@@ -60,7 +60,7 @@ class Imagination:
                 self.world_model, agent.actor, starts.to(device),
                 self.rollout.horizon_at(online_step), self.terminated, threshold,
                 self.generator, self.skip_nonfinite, task_fn, agent.config.action_chunk,
-                agent.config.discount)
+                agent.config.discount, agent.config.pad_terminal)
         count = len(transitions["rewards"])  # the switch's round may exceed the nominal size
         self.buffer.resize(max(self.rollout.buffer_capacity(online_step), count))
         if count:

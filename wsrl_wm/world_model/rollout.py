@@ -116,14 +116,15 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
                      generator: torch.Generator | None = None,
                      drop_nonfinite: bool = False,
                      task_fn: TaskFn | None = None, action_chunk: int = 1,
-                     discount: float = 0.99) -> tuple[dict, dict]:
+                     discount: float = 0.99, pad_terminal: bool = False) -> tuple[dict, dict]:
     """Roll the current (stochastic) policy out in the model for up to `horizon` steps.
 
     With `action_chunk` h > 1 the actor gives chunks of h actions and `horizon` counts chunks:
     the one-step model is stepped h times with each chunk's actions, and each chunk becomes
-    one chunk row (wsrl_wm/data/chunks.py: rewards summed with `discount`, a terminal inside
-    the chunk ends it, the actions after it repeat the last one); a gated or non-finite step
-    drops its whole chunk.
+    one chunk row (wsrl_wm/data/chunks.py: rewards summed with `discount`; a terminal before
+    the chunk's last step ends the rollout and drops the chunk, or with `pad_terminal` ends
+    the chunk, its later actions repeating the last one); a gated or non-finite step drops its
+    whole chunk.
 
     A rollout stops at a terminal state (the terminal transition is kept, flagged) or, when
     gated, before a transition whose ensemble disagreement (standardised, as
@@ -173,10 +174,10 @@ def branched_rollout(world_model: WorldModel, actor: TanhGaussianActor, start_ob
             counts[3] += (keep & ~certain).sum()
             keep &= certain
         chunk_reward = reward if k == 0 else chunk_reward + discount ** k * reward
-        if k + 1 < h:  # a chunk cut by a terminal: its later actions repeat this one
+        if pad_terminal and k + 1 < h:  # a terminal-cut chunk repeats its last action
             actions[:, k + 1:] = torch.where(done[:, None, None], action[:, None],
                                              actions[:, k + 1:])
-        complete = keep & (done | (k + 1 == h))
+        complete = keep & ((done & pad_terminal) | (k + 1 == h))
         for key, value in zip(rows, (first_obs, actions.flatten(1), chunk_reward, next_obs,
                                      done.float()), strict=True):
             rows[key].append(value[complete])
