@@ -195,3 +195,9 @@ def test_report_only_reports_the_finished_cells_and_runs_nothing(smoke_study):
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and "| retain | 0 | 1 |" in (folder / "repo/results/report.md"
                                                          ).read_text()
+
+
+def test_a_study_whose_data_cannot_be_scored_says_so():
+    rows = [{"variant": "wsrl", "r": 0.0, "seed": i, "s0": s, "forgot": False}
+            for i, s in enumerate([60, 62, 58])]
+    assert regime(group_rows(rows), None).startswith("Regime: not stated")

@@ -107,8 +107,11 @@ def regime(groups, dataset_score: float | None) -> str:
     score at the switch (S0, the same checkpoint in every variant of a seed) against the
     dataset's average episode score."""
     reference = reference_group(groups) or (groups[0] if groups else None)
-    if dataset_score is None or reference is None:
+    if reference is None:
         return ""
+    if dataset_score is None:
+        return ("Regime: not stated, since the dataset's average episode score is unknown (no "
+                "readable dataset file, or no normalised score for this env).")
     s0 = reference.stat("s0")
     if s0.half is None:
         low = high = s0.mean
