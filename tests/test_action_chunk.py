@@ -11,6 +11,7 @@ from conftest import ACT_DIM, OBS_DIM, TINY_AGENT, TINY_WORLD_MODEL, build_raw, 
 from test_lightning import ROOT, read_csv, run_cli
 from test_resume import ENV, assert_same_state, fit_command, kill_after_checkpoint
 
+from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, CQLConfig, SACConfig
 from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer, mc_returns
 from wsrl_wm.data.chunks import chunk_rows
@@ -185,25 +186,34 @@ def test_runner_resumes_mid_chunk_exactly():
 
 
 def test_evaluation_executes_deterministic_chunks_open_loop():
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.calls, self.weight = 0, torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, obs, deterministic=False):
-            self.calls += 1
-            return torch.full((H * ACT_DIM,), 0.3), torch.zeros(())
-
-    actor = Counting()
-    metrics = evaluate(actor, "Hopper-v5", 1, seed=0, action_chunk=H)
-    env = make_env("Hopper-v5")
-    env.reset(seed=0)
-    length, done = 0, False
-    while not done:
-        *_, terminated, truncated, _ = env.step(np.full(ACT_DIM, 0.3))
-        length, done = length + 1, terminated or truncated
-    assert actor.calls == -(-length // H)
-    assert np.isfinite(metrics["eval/return"])
+    """Two evaluation episodes of a chunk actor with a wide std, against the same episodes
+    played by hand: one query per chunk of tanh(mean) actions, executed open-loop until the
+    episode ends (inside a chunk too)."""
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(OBS_DIM, H * ACT_DIM, hidden=(16,), init="pytorch")
+    with torch.no_grad():
+        actor.net[-1].bias[H * ACT_DIM:] = 1.0  # log-std 1: a sampled chunk is far off the mean
+    queries = []
+    actor.register_forward_hook(lambda *_: queries.append(1))
+    env, returns, asked = make_env("Hopper-v5"), [], 0
+    for episode in range(2):
+        obs, _ = env.reset(seed=7 + episode)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                mean = actor.distribution_params(torch.as_tensor(obs, dtype=torch.float32))[0]
+            asked += 1
+            for action in torch.tanh(mean).numpy().reshape(H, ACT_DIM):
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total, done = total + reward, terminated or truncated
+                if done:
+                    break
+        returns.append(total)
+    queries.clear()
+    for _ in range(2):  # the same return every time: nothing is drawn
+        metrics = evaluate(actor, "Hopper-v5", 2, seed=7, action_chunk=H)
+        assert metrics["eval/return"] == pytest.approx(np.mean(returns), rel=1e-9)
+    assert len(queries) == 2 * asked
 
 
 # ----------------------------------------------------------------------- the world model
