@@ -171,7 +171,7 @@ def peer_update(iterations: int, compiled: bool, device: str = "cpu") -> list[Fi
     title = f"Cal-QL update vs d3rlpy {D3RLPY_VERSION}"
     if not d3rlpy_available():
         return [Figure(f"{title} ({device})", "skipped: d3rlpy is not installed "
-                       "(pip install -e '.[bench]')", math.nan, "")]
+                       "(make .venv/.installed: the Makefile's PEERS)", math.nan, "")]
     figures = []
     for shape, config in PEER_SHAPES.items():
         config = copy.deepcopy(config)
