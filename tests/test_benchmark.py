@@ -202,6 +202,7 @@ def test_table_and_json(tmp_path):
     benchmark_cli.write_json(out, figures)
     saved = json.loads(out.read_text())
     assert [f["name"] for f in saved["figures"]] == ["a", "b"] and saved["torch"]
+    assert saved["cpu"] and "commit" in saved and "threads" in saved  # where it ran
     assert not list(tmp_path.glob(".*tmp"))
 
 
