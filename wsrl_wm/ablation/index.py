@@ -1,7 +1,7 @@
 """The index of committed studies (docs/results/README.md): one row per results folder that
-holds a study.json — its task, arms, seeds, the code its cells ran, and a headline with its
-CI. The study runner rewrites it whenever it commits a study; a README there that the runner
-did not write is left alone."""
+holds a study.json — its task, the arms that have results, seeds, the code its cells ran, and a
+headline with its CI. The study runner rewrites it whenever it commits a study; a README there
+that the runner did not write is left alone."""
 
 import csv
 import json
@@ -64,11 +64,13 @@ def index_text(root: Path) -> str:
     for record_path in sorted(root.glob(f"*/{STUDY_RECORD}")):
         folder, study = record_path.parent, json.loads(record_path.read_text())
         results = folder / "results.csv"
-        line = headline(read_results_csv(results)) if results.is_file() else "no results yet"
+        found = read_results_csv(results) if results.is_file() else []
+        arms = dict.fromkeys(group.label for group in group_rows(found))
         pretraining = "shared pretraining" if study["shared_pretraining"] else \
             "one pretraining per seed"
+        line = headline(found) if found else "no results yet"
         rows.append(f"| [{study['name']}]({folder.name}/report.md) | {study['env']}, "
-                    f"{study['dataset']} | {', '.join(study['arms'])} | "
+                    f"{study['dataset']} | {', '.join(arms) or 'none'} | "
                     f"{len(study['seeds'])} ({pretraining}) | {code_of(folder)} | {line} |")
     return (f"{MARKER}\n# Committed studies\n\nEach study's report (tables, plots, where its "
             "cells ran) is linked from its name; `wsrl-wm study <spec> --commit` reruns or "

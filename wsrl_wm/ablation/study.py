@@ -40,7 +40,7 @@ import yaml
 
 from wsrl_wm.ablation.cell import DONE, CellOutcome, done_record
 from wsrl_wm.ablation.index import STUDY_RECORD, write_index
-from wsrl_wm.ablation.plan import MAIN_VARIANT, Cell, Sweep, Variant, plan
+from wsrl_wm.ablation.plan import Cell, Sweep, Variant, plan
 from wsrl_wm.ablation.runners import Runner
 from wsrl_wm.ablation.sweep import SweepResult, run_sweep
 from wsrl_wm.atomic import write_text_atomic
@@ -269,11 +269,8 @@ def study_record(spec: StudySpec, dataset: str, score: float | None) -> dict:
     """What `<results>/study.json` holds: the study as the index lists it, and the dataset's
     score (so a report can be rebuilt without the dataset)."""
     return {"name": spec.name, "title": spec.title, "env": spec.env, "spec": spec.spec_path,
-            "seeds": list(spec.seeds),
-            "arms": [f"{MAIN_VARIANT} r={r:g}" for r in spec.ratios]
-            + [variant.name for variant in spec.variants],
-            "shared_pretraining": spec.shared_pretraining, "dataset": Path(dataset).name,
-            "dataset_score": score, "reported_at": code_state()[0]}
+            "seeds": list(spec.seeds), "shared_pretraining": spec.shared_pretraining,
+            "dataset": Path(dataset).name, "dataset_score": score}
 
 
 def recorded_score(results: Path) -> float | None:
