@@ -457,4 +457,5 @@ def test_adaptation_and_the_gate_through_the_cli(pretrained, tmp_path):
             assert float(row["model/adapt_holdout_mse_after"]) <= float(
                 row["model/adapt_holdout_mse_before"])
     shares = [float(r["rollout/gated_share"]) for r in rows if r["rollout/gated_share"]]
-    assert len(shares) == 3 and all(0 < s < 1 for s in shares)  # the gate cut some, not all
+    # the gate cut some transitions (none at the switch's round is possible), never all
+    assert len(shares) == 3 and max(shares) > 0 and all(0 <= s < 1 for s in shares)
