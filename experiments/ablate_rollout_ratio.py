@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="fit override, e.g. model.online_steps=2000 (repeatable)")
-    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
+    parser.add_argument("--wandb-mode", "--wandb_mode", choices=WANDB_MODES, default=None,
                         help="default: $WANDB_MODE, else offline")
     return parser.parse_args(argv)
 

@@ -1,5 +1,5 @@
 """Performance benchmark: the fine-tune (SAC) and pretraining (CQL) updates against references
-written the common way, the Cal-QL update against d3rlpy's (with the `bench` extra), the
+written the common way, the Cal-QL update against d3rlpy's (installed by the Makefile), the
 Lightning loop's overhead, rollout throughput, world-model epoch time, peak memory and
 buffer-size scaling. Contenders of one section are timed in interleaved blocks in this process,
 so their ratios compare like with like; peak memory and the glibc-allocator rate are measured
@@ -16,13 +16,13 @@ import dataclasses
 import json
 import math
 import os
-import platform
 from pathlib import Path
 
 import torch
 
 from wsrl_wm.benchmark import Figure, run_suite
 from wsrl_wm.benchmark.suite import SECTIONS
+from wsrl_wm.provenance import provenance
 
 
 def table(figures: list[Figure]) -> str:
@@ -42,9 +42,8 @@ def table(figures: list[Figure]) -> str:
 
 def write_json(path: Path, figures: list[Figure]) -> None:
     """Atomically: a killed run leaves the previous file, not half of one."""
-    result = {"machine": platform.processor() or platform.machine(),
+    result = {**provenance(),  # code commit, CPU, torch, threads
               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-              "torch": torch.__version__,
               "figures": [{**dataclasses.asdict(f), "value": None if math.isnan(f.value)
                            else f.value} for f in figures]}
     tmp = path.with_name(f".{path.name}.tmp")

@@ -26,8 +26,8 @@ def orthogonal_(weight: torch.Tensor, gain: float) -> torch.Tensor:
     Haar-distributed, as `torch.nn.init.orthogonal_` and flax's `orthogonal` draw it; a wide
     matrix is the transpose of a tall one, so rows are orthonormal when rows ≤ cols and columns
     when rows ≥ cols, whichever of [in, out] or [out, in] the layer stores."""
-    *lead, rows, cols = weight.shape
-    gaussian = torch.randn(*lead, max(rows, cols), min(rows, cols), dtype=weight.dtype,
+    *batch, rows, cols = weight.shape
+    gaussian = torch.randn(*batch, max(rows, cols), min(rows, cols), dtype=weight.dtype,
                            device=weight.device)
     q, r = torch.linalg.qr(gaussian)
     q = q * torch.diagonal(r, dim1=-2, dim2=-1).sign().unsqueeze(-2)

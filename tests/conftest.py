@@ -1,4 +1,5 @@
-"""Shared helpers: write hand-made D4RL-format hdf5 files with plain h5py (no library code)."""
+"""Shared test fixtures: hand-made D4RL-format hdf5 files written with plain h5py (no library
+code), a collected dataset and a tiny pretrained checkpoint."""
 
 import os
 from pathlib import Path

@@ -11,6 +11,7 @@ from conftest import ACT_DIM, OBS_DIM, TINY_AGENT, TINY_WORLD_MODEL, build_raw, 
 from test_lightning import ROOT, read_csv, run_cli
 from test_resume import ENV, assert_same_state, fit_command, kill_after_checkpoint
 
+from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, CQLConfig, SACConfig
 from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer, mc_returns
 from wsrl_wm.data.chunks import chunk_rows
@@ -232,14 +233,35 @@ def stored(buffer) -> dict:
     return {k: v[: len(buffer)].clone() for k, v in buffer.storage.items()}
 
 
+class Steps(gym.Wrapper):
+    """Records every step the env takes: (obs, action, reward, next obs, terminated)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.taken = []
+
+    def reset(self, **kwargs):
+        self.obs, info = self.env.reset(**kwargs)
+        return self.obs, info
+
+    def step(self, action):
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        self.taken.append((self.obs, np.array(action), reward, next_obs, terminated))
+        self.obs = next_obs
+        return next_obs, reward, terminated, truncated, info
+
+
 @pytest.mark.parametrize("pad", [False, True])
 @pytest.mark.parametrize("end", ["terminal", "timeout"])
-def test_runner_executes_chunks_and_writes_the_offline_rule_rows(end, pad):
-    """Two 5-step episodes; the rows the runner writes are `chunk_rows` of the steps it took
-    (under the same terminal-window rule), and the Cal-QL buffer's MC returns are each row's
-    return-to-go from its first step."""
-    env = TerminateAt(make_env("Hopper-v5", 0), 5) if end == "terminal" else \
+def test_runner_executes_chunks_and_writes_each_full_window_as_one_row(end, pad):
+    """Two 5-step episodes in chunks of 3: each episode's windows 0-2, 1-3 and 2-4 (the ones
+    inside it) are rows summed by hand from the steps the env took, in the run's reward units,
+    with the return-to-go from their first step as MC return. (Windows running past a
+    terminal are kept, padded, only under `pad`: 4 more rows; past a time limit none is
+    written.)"""
+    inner = TerminateAt(make_env("Hopper-v5", 0), 5) if end == "terminal" else \
         gym.wrappers.TimeLimit(make_env("Hopper-v5", 0), max_episode_steps=5)
+    env = Steps(inner)
     buffer = EpisodeReplayBuffer(100, OBS_DIM, H * ACT_DIM, GAMMA)
     steps = ReplayBuffer.for_transitions(100, OBS_DIM, ACT_DIM)
     runner = EnvRunner(env, buffer, reward_scale=2.0, reward_bias=-1.0, episodic=True,
@@ -249,23 +271,30 @@ def test_runner_executes_chunks_and_writes_the_offline_rule_rows(end, pad):
     returns = run(runner, agent, 10)
     assert [r is None for r in returns] == [True] * 4 + [False] + [True] * 4 + [False]
     assert agent.queries == 4  # steps 0 and 3 of each episode: a new episode, a new chunk
-    taken = {k: v.numpy() for k, v in stored(steps).items()}
-    assert not taken["terminals"][:4].any()
-    ends, never = np.zeros(10, bool), np.zeros(10, bool)
-    ends[[4, 9]] = True
-    taken.update(terminals=ends if end == "terminal" else never,
-                 timeouts=ends if end == "timeout" else never)
-    taken["mc_returns"] = mc_returns(taken["rewards"], taken["terminals"], taken["timeouts"],
-                                     GAMMA)
-    expected = chunk_rows(taken, H, GAMMA, pad)
+    obs, actions, raw, next_obs, terminated = (np.array(c) for c in zip(*env.taken, strict=True))
+    rewards = 2.0 * raw - 1.0
+    assert terminated.tolist() == [False, False, False, False, end == "terminal"] * 2
+    # the chunk is executed open-loop: step 1 runs the second action of step 0's chunk
+    chunk = ChunkAgent().act(torch.as_tensor(obs[0], dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(actions[1], chunk[ACT_DIM: 2 * ACT_DIM], rtol=1e-6)
     got = stored(buffer)
-    assert len(got["rewards"]) == (10 if end == "terminal" and pad else 6) == buffer.finished
-    for key, value in expected.items():
-        torch.testing.assert_close(got[key], torch.as_tensor(value, dtype=torch.float32),
-                                   msg=key)
-    # the actions of a step are those of its chunk: step 1 executed the chunk's second action
-    chunk = ChunkAgent().act(torch.as_tensor(taken["observations"][0], dtype=torch.float32))
-    np.testing.assert_allclose(taken["actions"][1], chunk[ACT_DIM: 2 * ACT_DIM].numpy())
+    assert buffer.finished == len(got["rewards"])
+    for first in (0, 1, 2, 5, 6, 7):
+        last = first + H - 1
+        (row,) = [i for i, o in enumerate(got["observations"].numpy()) if np.array_equal(
+            o, obs[first].astype(np.float32))]
+        episode_end = 4 if first < 5 else 9
+        to_go = sum(GAMMA ** (k - first) * rewards[k] for k in range(first, episode_end + 1))
+        want = {"actions": actions[first: last + 1].reshape(-1),
+                "rewards": sum(GAMMA ** k * rewards[first + k] for k in range(H)),
+                "next_observations": next_obs[last], "terminals": float(terminated[last]),
+                "mc_returns": to_go}
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key][row].numpy(), value, rtol=1e-5, err_msg=key)
+    assert len(got["rewards"]) == (10 if end == "terminal" and pad else 6)
+    one_step = stored(steps)
+    np.testing.assert_allclose(one_step["rewards"].numpy(), rewards, rtol=1e-6)
+    np.testing.assert_allclose(one_step["actions"].numpy(), actions, rtol=1e-6)
 
 
 def test_runner_resumes_mid_chunk_exactly():
@@ -292,25 +321,34 @@ def test_runner_resumes_mid_chunk_exactly():
 
 
 def test_evaluation_executes_deterministic_chunks_open_loop():
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.calls, self.weight = 0, torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, obs, deterministic=False):
-            self.calls += 1
-            return torch.full((H * ACT_DIM,), 0.3), torch.zeros(())
-
-    actor = Counting()
-    metrics = evaluate(actor, "Hopper-v5", 1, seed=0, action_chunk=H)
-    env = make_env("Hopper-v5")
-    env.reset(seed=0)
-    length, done = 0, False
-    while not done:
-        *_, terminated, truncated, _ = env.step(np.full(ACT_DIM, 0.3))
-        length, done = length + 1, terminated or truncated
-    assert actor.calls == -(-length // H)
-    assert np.isfinite(metrics["eval/return"])
+    """Two evaluation episodes of a chunk actor with a wide std, against the same episodes
+    played by hand: one query per chunk of tanh(mean) actions, executed open-loop until the
+    episode ends (inside a chunk too)."""
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(OBS_DIM, H * ACT_DIM, hidden=(16,), init="pytorch")
+    with torch.no_grad():
+        actor.net[-1].bias[H * ACT_DIM:] = 1.0  # log-std 1: a sampled chunk is far off the mean
+    queries = []
+    actor.register_forward_hook(lambda *_: queries.append(1))
+    env, returns, asked = make_env("Hopper-v5"), [], 0
+    for episode in range(2):
+        obs, _ = env.reset(seed=7 + episode)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                mean = actor.distribution_params(torch.as_tensor(obs, dtype=torch.float32))[0]
+            asked += 1
+            for action in torch.tanh(mean).numpy().reshape(H, ACT_DIM):
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total, done = total + reward, terminated or truncated
+                if done:
+                    break
+        returns.append(total)
+    queries.clear()
+    for _ in range(2):  # the same return every time: nothing is drawn
+        metrics = evaluate(actor, "Hopper-v5", 2, seed=7, action_chunk=H)
+        assert metrics["eval/return"] == pytest.approx(np.mean(returns), rel=1e-9)
+    assert len(queries) == 2 * asked
 
 
 # ----------------------------------------------------------------------- the world model

@@ -560,17 +560,24 @@ def test_cql_gap_without_importance_sampling():
     torch.testing.assert_close(gap, torch.tensor(expected), rtol=0, atol=1e-4)
 
 
+def random_actions_after(batch: dict) -> torch.Tensor:
+    """The uniform actions the CQL term draws next from the global stream, as the hand
+    computation needs them (n per row, rows in order)."""
+    batch_size, act_dim = batch["actions"].shape
+    return torch.rand(batch_size * N_ACTIONS, act_dim) * 2 - 1
+
+
 def test_cql_critic_loss_combines_td_and_gap():
-    agent = make_calql(cql_alpha=2.5)
+    agent = make_calql(cql_alpha=2.5, cql_critic_subset=False)
     batch = calql_batch(agent)
     torch.manual_seed(31)
     loss, info = agent.critic_loss(batch)
     q_data = agent.critic(batch["observations"], batch["actions"])
     torch.manual_seed(31)
-    td_loss, _ = agent.td_loss(q_data, batch)  # draws the subset first, as critic_loss does
-    gap = agent.cql_gap(batch, q_data)
-    torch.testing.assert_close(loss, td_loss + 2.5 * gap.mean(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(info["cql_gap"], gap.mean().detach())
+    td_loss, _ = agent.td_loss(q_data, batch)  # its draws come first, as in critic_loss
+    gap = sum(hand_cql_gap(agent, batch, random_actions_after(batch), clamp=True)) / 2
+    torch.testing.assert_close(loss, td_loss + 2.5 * torch.tensor(gap), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(info["cql_gap"], torch.tensor(gap), rtol=0, atol=1e-4)
 
 
 def test_cql_term_trains_a_fresh_subset_of_critics():
@@ -589,13 +596,13 @@ def test_cql_term_trains_a_fresh_subset_of_critics():
     td_loss, _ = agent.td_loss(q_data, batch)  # draws the target's subset
     members = torch.randint(5, (2,))  # the official draw, with replacement
     state = torch.get_rng_state()
+    every = hand_cql_gap(agent, batch, random_actions_after(batch), clamp=True)
+    expected = torch.tensor([every[i] for i in members.tolist()])
+    torch.testing.assert_close(loss, td_loss + agent.config.cql_alpha * expected.mean(),
+                               rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(info["cql_gap"], expected.mean(), rtol=0, atol=1e-4)
+    torch.set_rng_state(state)  # the same uniform actions for the gradient check
     gap = agent.cql_gap(batch, q_data[members], members)
-    torch.set_rng_state(state)  # the same uniform actions for the all-critics gap
-    every = agent.cql_gap(batch, q_data)
-    assert every.shape == (5,) and gap.shape == (2,)
-    torch.testing.assert_close(gap, every[members], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(loss, td_loss + agent.config.cql_alpha * gap.mean())
-    torch.testing.assert_close(info["cql_gap"], gap.mean().detach())
     gap.sum().backward()
     gradient = agent.critic.mlp.net[0].weight.grad.abs().sum(dim=(1, 2))
     others = [i for i in range(5) if i not in members.tolist()]
@@ -606,13 +613,16 @@ def test_cql_term_on_every_critic_when_asked():
     torch.manual_seed(35)
     agent = CQL(OBS, ACT, CQLConfig(num_critics=5, target_subset=2, cql_n_actions=N_ACTIONS,
                                     cql_critic_subset=False, **SMALL))
+    agent.actor.forward = stub_policy
     batch = make_batch(6, seed=36)
     torch.manual_seed(37)
     _, info = agent.critic_loss(batch)
     torch.manual_seed(37)
     q_data = agent.critic(batch["observations"], batch["actions"])
     agent.td_loss(q_data, batch)
-    torch.testing.assert_close(info["cql_gap"], agent.cql_gap(batch, q_data).mean().detach())
+    every = hand_cql_gap(agent, batch, random_actions_after(batch), clamp=False)
+    torch.testing.assert_close(info["cql_gap"], torch.tensor(sum(every) / 5), rtol=0,
+                               atol=1e-4)
 
 
 def calql_batch_for(agent: CQL, batch: dict) -> dict:

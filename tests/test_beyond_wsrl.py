@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_config_module, fit_module
+from lightning.pytorch import Callback
 
 from wsrl_wm.ablation.plan import plan
 from wsrl_wm.ablation.study import load_spec, sweep_of
 from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.errors import WsrlError
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
 from wsrl_wm.lightning import FinetuneModule
+from wsrl_wm.lightning.bundle import PretrainedBundle
 from wsrl_wm.online import EnvRunner, JSRLConfig, ResetConfig
 from wsrl_wm.online.resets import check_reset_layers, layer_groups, reset_layers
 
@@ -206,24 +209,152 @@ def metrics_of(root, name: str) -> list[tuple[int, float]]:
     return [(int(float(r["env_step"])), float(r[name])) for r in rows if r.get(name)]
 
 
-def test_a_fine_tuning_run_resets_on_schedule_and_rolls_in_the_frozen_guide(pretrained,
+def head_names(network) -> set[str]:
+    """The parameters of a network's output layer: its last indexed module (`net.6.weight`),
+    plus a state-independent log-std."""
+    names = [name for name, _ in network.named_parameters()]
+    last = max(int(name.split(".")[-2]) for name in names if name.split(".")[-2].isdigit())
+    return {name for name in names if f".{last}." in f".{name}" or name == "log_std"}
+
+
+class ResetSpy:
+    """Wraps a fine-tuning module's `reset`: what each reset did to the actor, the critics,
+    the target critics and the Adam states, seen from outside."""
+
+    def __init__(self, module):
+        self.module, self.seen = module, []
+        self.original, module.reset = module.reset, self
+
+    def state(self):
+        agent = self.module.agent
+        optimizers = self.module.named_optimizers()
+        params = {(net, name): p.detach().clone() for net in ("actor", "critic", "target_critic")
+                  for name, p in getattr(agent, net).named_parameters()}
+        moments = {(net, name): {k: v.clone() for k, v in optimizers[net].state[p].items()}
+                   for net in ("actor", "critic")
+                   for name, p in getattr(agent, net).named_parameters()
+                   if p in optimizers[net].state}
+        return params, moments
+
+    def __call__(self):
+        before = self.state()
+        self.original()
+        self.seen.append((self.module.env_step, before, self.state()))
+
+
+def test_resets_in_a_real_run_redraw_the_heads_and_restart_their_adam_moments(pretrained,
                                                                              tmp_path):
+    """Every scheduled reset of a fit (WSRL's pretrained learner: its Adam states are full)
+    changes the actor's and the critics' output layers and nothing else, copies the critics'
+    new heads into the target, and zeroes those parameters' Adam step and moments."""
     module = FinetuneModule(pretrained, warmup_steps=20, online_steps=30, batch_size=32,
                             eval_interval=30, eval_episodes=1, log_interval=10,
-                            resets=ResetConfig(layers=1, at_switch=True, interval=10),
-                            jsrl=JSRLConfig(guide_steps=6, stages=3, learner="scratch"))
-    pretrained_actor = FinetuneModule(pretrained, warmup_steps=1, online_steps=1).agent.actor
-    guide_before = snapshot(module.guide)
-    for key, value in module.guide.actor.state_dict().items():
-        assert torch.equal(value, pretrained_actor.state_dict()[key])
-    assert not torch.equal(module.agent.actor.net[0].weight, pretrained_actor.net[0].weight)
+                            resets=ResetConfig(layers=1, at_switch=True, interval=10))
+    spy = ResetSpy(module)
     fit_module(module, tmp_path)
-    resets = metrics_of(tmp_path, "event/reset_parameters")
-    assert [step for step, _ in resets] == [20, 30, 40]  # env steps of online steps 0, 10, 20
+    assert [step for step, *_ in spy.seen] == [20, 30, 40]  # online steps 0, 10, 20
+    assert [step for step, _ in metrics_of(tmp_path, "event/reset_parameters")] == [20, 30, 40]
+    heads = {net: head_names(getattr(module.agent, net)) for net in ("actor", "critic")}
+    heads["target_critic"] = heads["critic"]
+    for step, (params, moments), (params_after, moments_after) in spy.seen:
+        for (net, name), value in params.items():
+            changed = not torch.equal(value, params_after[net, name])
+            if net == "target_critic" and name in heads[net]:
+                assert torch.equal(params_after[net, name], params_after["critic", name])
+            else:
+                assert changed == (name in heads[net]), (step, net, name)
+        assert moments, "the pretrained learner's Adam states are restored"
+        for (net, name), state in moments.items():
+            after = moments_after[net, name]
+            if name in heads[net]:
+                assert all(not v.any() for v in after.values()), (step, net, name)
+                assert any(v.any() for v in state.values()), (step, net, name)
+            else:
+                assert all(torch.equal(v, state[k]) for k, v in after.items()), (step, name)
+
+
+class ActingSpy:
+    """Records, for every policy query of the training env, the env step, the episode's
+    step and which of the two policies was asked."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, []
+        for who, policy in (("guide", module.guide), ("learner", module.agent)):
+            policy.act = self.recording(who, policy.act)
+
+    def recording(self, who, act):
+        def call(obs, *args, **kwargs):
+            runner = self.module.runner
+            self.calls.append((self.module.env_step, runner.episode_step, who))
+            return act(obs, *args, **kwargs)
+        return call
+
+
+def test_the_guide_acts_through_the_warmup_and_each_online_roll_in(pretrained, tmp_path):
+    """JSRL in a fit, against the curriculum by hand (guide steps 6, 3 stages over 30 online
+    steps: roll-ins 6, 3, 0): every warmup episode is the guide's throughout; an online
+    episode is the guide's for the roll-in of its starting stage, then the learner's."""
+    warmup = 20
+    module = FinetuneModule(pretrained, warmup_steps=warmup, online_steps=30, batch_size=32,
+                            eval_interval=30, eval_episodes=1, log_interval=10,
+                            jsrl=JSRLConfig(guide_steps=6, stages=3, learner="scratch"))
+    spy = ActingSpy(module)
+    guide_before = snapshot(module.guide)
+    fit_module(module, tmp_path)
     assert all(torch.equal(v, guide_before[k]) for k, v in module.guide.state_dict().items())
-    roll_ins = metrics_of(tmp_path, "jsrl/roll_in")
-    assert roll_ins and all(value == {0: 6, 1: 3, 2: 0}[(step - 20) * 3 // 30]
-                            for step, value in roll_ins)
+    assert len(spy.calls) == warmup + 30
+    start = None
+    for env_step, episode_step, who in spy.calls:
+        if episode_step == 0:
+            start = env_step
+        online_start = start - warmup
+        roll_in = float("inf") if online_start < 0 else {0: 6, 1: 3, 2: 0}[online_start // 10]
+        assert who == ("guide" if episode_step < roll_in else "learner"), (env_step, episode_step)
+    online = [who for env_step, _, who in spy.calls if env_step >= warmup]
+    assert "guide" in online and "learner" in online  # the run exercised both
+
+
+def test_jsrl_learners_start_as_asked_and_evaluation_scores_the_learner(pretrained, tmp_path):
+    """`learner: pretrained` is WSRL's agent with its Adam states; `scratch` is a fresh agent
+    with fresh Adam states; either way the score at the switch is the learner's (the guide,
+    the pretrained policy, scores differently)."""
+    bundle = PretrainedBundle.load(pretrained)
+    seen = {}
+
+    class AtTrainStart(Callback):
+        def on_train_start(self, trainer, module):
+            seen[module.jsrl.learner] = {  # copies: the updates step them in place
+                name: {index: {k: v.clone() for k, v in tensors.items()}
+                       for index, tensors in optimizer.state_dict()["state"].items()}
+                for name, optimizer in module.named_optimizers().items()}
+
+    for learner in ("pretrained", "scratch"):
+        module = FinetuneModule(pretrained, warmup_steps=5, online_steps=5, batch_size=32,
+                                eval_interval=5, eval_episodes=1,
+                                jsrl=JSRLConfig(guide_steps=3, learner=learner))
+        reference = {k: v.clone() for k, v in module.agent.state_dict().items()}
+        same = [torch.equal(v, bundle.agent_state[k]) for k, v in reference.items()
+                if k in bundle.agent_state]
+        assert same and all(same) == (learner == "pretrained") and any(same) == all(same)
+        fit_module(module, tmp_path / learner, [AtTrainStart()])
+        states = seen[learner]
+        for name, pretrained_state in bundle.optimizer_states.items():
+            if learner == "scratch":
+                assert states[name] == {}, name
+            else:
+                for index, tensors in pretrained_state["state"].items():
+                    for key, value in tensors.items():
+                        assert torch.equal(states[name][index][key], value), (name, key)
+        learner_actor = module.agent.actor
+        learner_actor.load_state_dict({k[len("actor."):]: v for k, v in reference.items()
+                                       if k.startswith("actor.")})
+        scores = {who: evaluate(actor, module.env_name, 1, EVAL_SEED_OFFSET)["eval/return"]
+                  for who, actor in (("learner", learner_actor), ("guide", module.guide.actor))}
+        s0 = module.evaluations[0]
+        assert s0["env_step"] == 5 and s0["eval/return"] == pytest.approx(scores["learner"],
+                                                                          rel=1e-9)
+        if learner == "scratch":
+            assert scores["guide"] != pytest.approx(scores["learner"], rel=1e-3)
 
 
 def test_a_fine_tuning_run_with_sac_resets_restarts_the_agent_and_its_optimisers(pretrained,

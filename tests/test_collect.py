@@ -81,7 +81,7 @@ def test_expert_trains_past_medium(tmp_path, monkeypatch, quality, rows, score):
 
 
 def test_collapsed_policy_is_not_the_one_that_writes_the_data(tmp_path, monkeypatch, capsys):
-    # The case: 20.9 at one evaluation, 1.48 at the last, target 40 never reached.
+    # A seen collapse: 20.9 at one evaluation, 1.48 at the last, target 40 never reached.
     evaluations = ScriptedEvaluations([5.0, 20.9, 1.48])
     monkeypatch.setattr(collect_module, "evaluate", evaluations)
     used = {}

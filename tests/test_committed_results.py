@@ -1,28 +1,79 @@
-"""The committed study reports say what their committed results.csv says: both tables of every
-`docs/results/<study>/report.md` are recomputed from its results.csv (no hand edits, no stale
-report beside new cells)."""
+"""The committed results say what their data say. Every number in both tables of each
+`docs/results/<study>/report.md`, and every figure the README and the studies' readings quote
+as `` `variant` stat value ``, is recomputed here from the study's results.csv: the mean ±
+t-interval over seeds and the paired percentile bootstrap are written out in this file, not
+taken from the report code. A printed number must equal the recomputed one to its printed
+precision."""
 
 import csv
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from wsrl_wm.ablation.paired import paired_table
-from wsrl_wm.ablation.report import group_rows, markdown_table
-
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
 STUDIES = sorted(path.parent.name for path in RESULTS.glob("*/results.csv"))
-NUMBERS = ("s0", "dip", "recovery_step", "final", "auc", "q_offline_drift")
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262}
+COLUMNS = {"S0": "s0", "dip": "dip", "recovery step": "recovery_step", "final": "final",
+           "AUC": "auc", "Q drift": "q_offline_drift", "Q drift (probe)": "q_offline_drift"}
+NUMBER = r"[+\-−]?\d+(?:\.\d+)?"
 
 
-def read_results(path: Path) -> list[dict]:
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            row.update({key: float(row[key]) if row[key] != "" else None for key in NUMBERS})
-            row.update(r=float(row["r"]), seed=int(row["seed"]), forgot=row["forgot"] == "True")
-            rows.append(row)
-    return rows
+def rows_of(study: str) -> list[dict]:
+    with open(RESULTS / study / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def values(rows, variant: str, key: str, ratio: float | None = None) -> dict[int, float]:
+    """{seed: value} of one variant (at `ratio`, if given), seeds without a value left out."""
+    return {int(r["seed"]): float(r[key]) for r in rows if r["variant"] == variant and r[key]
+            and (ratio is None or float(r["r"]) == ratio)}
+
+
+def t_interval(numbers: list[float]) -> tuple[float, float | None]:
+    mean = sum(numbers) / len(numbers)
+    if len(numbers) < 2:
+        return mean, None
+    sd = (sum((x - mean) ** 2 for x in numbers) / (len(numbers) - 1)) ** 0.5
+    return mean, T_975[len(numbers) - 1] * sd / len(numbers) ** 0.5
+
+
+def paired(variant: dict[int, float], reference: dict[int, float]) -> tuple[float, ...]:
+    """Mean per-seed difference and its 95 % percentile bootstrap (10 000 resamples of the
+    seeds, generator seeded 0)."""
+    diffs = np.array([variant[s] - reference[s] for s in sorted(variant) if s in reference])
+    picks = np.random.default_rng(0).integers(0, len(diffs), (10_000, len(diffs)))
+    low, high = np.percentile(diffs[picks].mean(axis=1), [2.5, 97.5])
+    return float(diffs.mean()), float(low), float(high)
+
+
+def number(text: str) -> float:
+    return float(text.replace("−", "-").replace("+", ""))
+
+
+def agrees(printed: str, value: float) -> bool:
+    """`printed` is `value` rounded to the digits it shows."""
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return abs(number(printed) - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def check_estimate(text: str, numbers: list[float], where: str) -> None:
+    mean, half = t_interval(numbers)
+    parts = text.split(" ± ")
+    assert agrees(parts[0], mean), (where, text, mean)
+    assert (len(parts) == 2) == (half is not None), (where, text)
+    if half is not None:
+        assert agrees(parts[1], half), (where, text, half)
+
+
+def check_paired(text: str, variant, reference, where: str) -> None:
+    found = re.fullmatch(rf"({NUMBER}) \[({NUMBER}), ({NUMBER})\]", text.strip())
+    assert found, (where, text)
+    for printed, value in zip(found.groups(), paired(variant, reference), strict=True):
+        assert agrees(printed, value), (where, text, value)
 
 
 def test_the_studies_are_committed():
@@ -31,8 +82,73 @@ def test_the_studies_are_committed():
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_report_tables_recompute_from_results_csv(study):
-    groups = group_rows(read_results(RESULTS / study / "results.csv"))
+    rows = rows_of(study)
     report = (RESULTS / study / "report.md").read_text()
-    assert sum(len(g.rows) for g in groups) >= 20  # ≥ 5 seeds of ≥ 4 variants
-    assert markdown_table(groups) in report
-    assert paired_table(groups) in report
+    assert len(rows) >= 20  # ≥ 5 seeds of ≥ 4 variants
+    header = ("| variant | r | n | S0 | dip | recovery step | final | AUC | Q drift (probe) "
+              "| forgot |")
+    labels = [c.strip() for c in header.strip("|").split("|")]
+    table = report[report.index(header):].split("\n\n")[0].splitlines()[2:]
+    assert len(table) == len({(r["variant"], r["r"]) for r in rows})
+    for line in table:
+        cells = dict(zip(labels, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        mine = [r for r in rows if r["variant"] == cells["variant"]
+                and float(r["r"]) == float(cells["r"])]
+        assert cells["n"] == str(len(mine))
+        forgot = sum(r["forgot"] == "True" for r in mine)
+        assert cells["forgot"] == f"{forgot}/{len(mine)}"
+        for label in ("S0", "dip", "recovery step", "final", "AUC", "Q drift (probe)"):
+            numbers = [float(r[COLUMNS[label]]) for r in mine if r[COLUMNS[label]]]
+            if not numbers:
+                assert cells[label] in ("never", "n/a"), (study, cells)
+                continue
+            check_estimate(cells[label], numbers, f"{study} {cells['variant']} {label}")
+    section = report.split("## Paired difference to WSRL (r = 0)")[1].split("\n## ")[0]
+    paired_lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert len(paired_lines) == len(table) - 1
+    reference = {k: values(rows, "wsrl", k, 0.0) for k in ("dip", "final", "auc")}
+    for line in paired_lines:
+        variant, ratio, pairs, *diffs = (c.strip() for c in line.strip("|").split("|"))
+        for key, text in zip(("dip", "final", "auc"), diffs, strict=True):
+            check_paired(text, values(rows, variant, key, float(ratio)), reference[key],
+                         f"{study} {variant} Δ {key}")
+
+
+QUOTE = re.compile(rf"`(\w+)` (Δ (?:dip|final|AUC)|S0|dip|final|AUC|Q drift) "
+                   rf"({NUMBER}(?: ± {NUMBER}| \[{NUMBER}, {NUMBER}\])?)")
+
+
+def check_quotes(text: str, study: str, where: str) -> int:
+    """Recompute every `` `variant` stat value `` quote of `study` in `text`; their count."""
+    rows, count = rows_of(study), 0
+    for variant, stat, value in QUOTE.findall(" ".join(text.split())):  # across line breaks
+        assert any(r["variant"] == variant for r in rows), (where, variant)
+        ratio = 0.0 if variant == "wsrl" else None
+        if stat.startswith("Δ"):
+            key = COLUMNS[stat[2:]]
+            check_paired(value, values(rows, variant, key, ratio),
+                         values(rows, "wsrl", key, 0.0), f"{where}: {variant} {stat}")
+        else:
+            numbers = list(values(rows, variant, COLUMNS[stat], ratio).values())
+            check_estimate(value, numbers, f"{where}: {variant} {stat}")
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_studys_reading_quotes_its_results(study):
+    path = RESULTS / study / "reading.md"
+    assert path.is_file(), f"{study} has no reading.md"
+    assert check_quotes(path.read_text(), study, str(path.relative_to(ROOT))) >= 5
+    assert "[reading.md](reading.md)" in (RESULTS / study / "report.md").read_text()
+
+
+def test_the_readme_answer_table_quotes_the_results():
+    """Each README line linking a study's report quotes figures of that study only."""
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines()
+             if re.search(r"docs/results/\w+/report\.md", line) and line.startswith("|")]
+    studies = {re.search(r"docs/results/(\w+)/report\.md", line)[1] for line in lines}
+    assert {"beyond", "hopper", "pointmaze"} <= studies
+    for line in lines:
+        study = re.search(r"docs/results/(\w+)/report\.md", line)[1]
+        assert check_quotes(line, study, f"README ({study})") >= 2, line

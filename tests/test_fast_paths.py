@@ -36,7 +36,7 @@ def test_compiled_losses_match_eager(agent_class, config):
     assert_compiled_matches_eager(agent_class, config)
 
 
-# Every supported shape compiles (issue: inductor failed at num_critics 2, where the REDQ subset
+# Every supported shape compiles (inductor once failed at num_critics 2, where the REDQ subset
 # is every critic): 1 to 10 critics, LayerNorm on and off, Cal-QL, CQL with and without
 # importance sampling, the critic subset and the Lagrange α, max-target backup (CQL's and the
 # online SAC's), Q-chunking's mean over the critics with its BC term, UTD 1 to 8.

@@ -281,3 +281,13 @@ def test_wandb_mode_flag_wins_over_the_environment_as_in_the_ablation(tmp_path, 
     wandb = [lg for lg in default_loggers(tmp_path, flag, "p") if isinstance(lg, WandbLogger)]
     mode = "disabled" if not wandb else "offline" if wandb[0]._offline else "online"
     assert mode == expected
+
+
+@pytest.mark.parametrize("spelling", ["--wandb-mode", "--wandb_mode"])
+def test_fit_takes_the_wandb_mode_in_the_studys_spelling_and_lightnings(pretrained, spelling,
+                                                                       capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs/smoke/finetune.yaml"), "--model.pretrained",
+              pretrained, spelling, "disabled", "--print_config"])
+    assert exit_info.value.code == 0
+    assert "wandb_mode: disabled" in capsys.readouterr().out

@@ -70,10 +70,22 @@ def test_online_rows_carry_their_episodes_mc_return(calql_online):
 
 
 def test_the_online_diagnostics_report_the_online_mc_return(calql_online):
+    """The last evaluation's `online/mc_return`: the mean discounted return-to-go, summed by
+    hand backwards through each finished episode's stored rewards, over the newest finished
+    rows (as many as the probe has); the open episode's rows have no return yet."""
     module, _ = calql_online
-    last = module.evaluations[-1]
-    latest = module.buffer.latest(len(module.probe["rewards"]))
-    assert last["online/mc_return"] == pytest.approx(float(latest["mc_returns"].mean()))
+    buf, gamma = module.buffer, module.agent.config.discount
+    rewards = buf.storage["rewards"][: len(buf)].tolist()
+    terminals = buf.storage["terminals"][: len(buf)].tolist()
+    finished = max(i for i, t in enumerate(terminals) if t) + 1
+    returns, to_go = [0.0] * finished, 0.0
+    for i in reversed(range(finished)):
+        to_go = rewards[i] + (0.0 if terminals[i] else gamma * to_go)
+        returns[i] = to_go
+    newest = returns[-len(module.probe["rewards"]):]
+    assert module.evaluations[-1]["env_step"] == ONLINE
+    assert module.evaluations[-1]["online/mc_return"] == pytest.approx(
+        sum(newest) / len(newest), rel=1e-5)
 
 
 def test_online_calql_with_imagined_rollouts_is_rejected(pretrained):

@@ -201,3 +201,30 @@ def test_a_study_whose_data_cannot_be_scored_says_so():
     rows = [{"variant": "wsrl", "r": 0.0, "seed": i, "s0": s, "forgot": False}
             for i, s in enumerate([60, 62, 58])]
     assert regime(group_rows(rows), None).startswith("Regime: not stated")
+
+
+@pytest.mark.slow  # a real study of smoke fits (~70 s), then two cells rerun (~30 s)
+def test_replicate_reruns_committed_cells_through_the_cli(smoke_study):
+    """`--replicate 2` reruns one WSRL and one no-warmup cell (their pretrainings included)
+    in <work>/replicate and prints committed vs new values and the spread; on the machine
+    and build that made them, the cells come out identical."""
+    folder, spec, first = smoke_study
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-m", "wsrl_wm.cli", "study", str(spec),
+                             "--replicate", "2", "--workers", "2", "--wandb-mode", "disabled"],
+                            cwd=folder, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"replicating 2 of [56] committed cell\(s\)", out)  # (5: one deleted above)
+    for cell in ("wsrl_r0_seed0", "no_warmup_r0_seed0"):
+        block = out.split(f"{cell}: committed on ")[1].split("identical to")[0]
+        assert "rerun on code" in block and "NO" not in block, block
+        record = json.loads((folder / "repo/results/cells" / f"{cell}.json").read_text())
+        line = next(x for x in block.splitlines() if x.strip().startswith("final"))
+        assert line.split()[1] == line.split()[2] == f"{record['summary']['final']:.4g}"
+        assert (folder / "work/replicate/cells" / cell / "done.json").is_file()
+    assert "2 of 2 cell(s) identical, 2 inside the committed spread" in out
+    assert not (folder / "work/replicate/cells/retain_r0_seed1").exists()
+    committed = json.loads((folder / "repo/results/cells/wsrl_r0_seed0.json").read_text())
+    assert committed["provenance"]["threads"] >= 1  # cells record where they ran
+    assert (folder / "repo/README.md").read_text().startswith("<!-- The index")

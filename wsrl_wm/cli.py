@@ -70,12 +70,20 @@ def study_command(argv: list[str]) -> None:
                         help="git-commit each finished cell's record and the final report")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the cells finished so far")
-    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
+    parser.add_argument("--wandb-mode", "--wandb_mode", choices=WANDB_MODES, default=None,
                         help="default: $WANDB_MODE, else offline")
+    parser.add_argument("--replicate", type=int, default=None, metavar="N",
+                        help="rerun N committed cells here and compare them with the "
+                        "committed ones and the study's spread over seeds")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
-    result = run_study(spec, make_runner(args.backend, args.workers, args.ray_address),
-                       args.wandb_mode, args.commit, report_only=args.report_only)
+    runner = make_runner(args.backend, args.workers, args.ray_address)
+    if args.replicate is not None:
+        from wsrl_wm.ablation.replicate import replicate
+
+        replicate(spec, args.replicate, runner, args.wandb_mode)
+        return
+    result = run_study(spec, runner, args.wandb_mode, args.commit, report_only=args.report_only)
     print(f"\n{result.table}\n")
     for name, path in result.outputs.items():
         print(f"{name}: {path}")
@@ -95,8 +103,10 @@ def fit_command(argv: list[str]) -> None:
 
     class WsrlCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
-            # unset: $WANDB_MODE, else offline (default_loggers)
-            parser.add_argument("--wandb_mode", default=None, choices=WANDB_MODES)
+            # unset: $WANDB_MODE, else offline (default_loggers); spelt as in `study`, with
+            # LightningCLI's underscore form accepted too
+            parser.add_argument("--wandb_mode", "--wandb-mode", default=None,
+                                choices=WANDB_MODES)
             parser.add_argument("--wandb_project", default="wsrl-wm")
 
         def _parse_ckpt_path(self) -> None:

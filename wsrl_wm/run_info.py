@@ -1,5 +1,6 @@
-"""`run.json`: what a fine-tuning run was (env, seed, budgets, variant settings, versions),
-written beside its `evaluations.csv` so sweeps and studies read runs without parsing logs."""
+"""`run.json`: what a fine-tuning run was (env, seed, budgets, variant settings, versions) and
+where it ran (`wsrl_wm.provenance`), written beside its `evaluations.csv` so sweeps and studies
+read runs without parsing logs."""
 
 import json
 from importlib.metadata import PackageNotFoundError, version
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.errors import WsrlError
+from wsrl_wm.provenance import provenance
 
 RUN_INFO = "run.json"
 PACKAGES = ("wsrl-wm", "torch", "lightning", "gymnasium", "mujoco")
@@ -24,7 +26,8 @@ def package_versions() -> dict[str, str | None]:
 
 def write_run_info(root: str | Path, info: dict) -> None:
     write_text_atomic(Path(root) / RUN_INFO,
-                      json.dumps({**info, "versions": package_versions()}, indent=1) + "\n")
+                      json.dumps({**info, "versions": package_versions(),
+                                  "provenance": provenance()}, indent=1) + "\n")
 
 
 def read_run_info(root: str | Path) -> dict:

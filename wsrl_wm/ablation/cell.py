@@ -119,8 +119,8 @@ def done_record(cell: Cell, dip_window: float | None) -> dict:
 
 
 def describe(cell: Cell, dip_window: float | None) -> dict:
-    """The done.json payload: the checkpoint of a pretraining, the curves and summary of a
-    fine-tuning."""
+    """The done.json payload: the checkpoint of a pretraining; the curves and summary of a
+    fine-tuning, and where it ran (its run.json's provenance; None from before it existed)."""
     if cell.phase == "pretrain":
         checkpoint = cell.root / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file():
@@ -130,7 +130,8 @@ def describe(cell: Cell, dip_window: float | None) -> dict:
     curves.update(read_model_curves(cell.root))
     window = dip_window_for(dip_window, online_steps)
     return {"online_steps": online_steps, "dip_window": window,
-            "summary": summarize_curves(curves, window), "curves": curves}
+            "summary": summarize_curves(curves, window), "curves": curves,
+            "provenance": read_run_info(cell.root).get("provenance")}
 
 
 def summarize_curves(curves: dict, dip_window: float) -> dict:

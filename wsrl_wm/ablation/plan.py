@@ -81,10 +81,10 @@ class Cell:
     pretrain: str = ""
 
 
-def plan(sweep: Sweep) -> tuple[list[Cell], list[Cell]]:
+def plan(sweep: Sweep, reporting: bool = False) -> tuple[list[Cell], list[Cell]]:
     """(pretrain cells, fine-tune cells); checks the sweep first so bad input fails before any
-    run starts."""
-    check(sweep)
+    run starts (`reporting`: nothing will run, so the dataset need not be here)."""
+    check(sweep, reporting)
     out = Path(sweep.out).resolve()
     configs = {"pretrain": str(Path(sweep.pretrain_config).resolve()),
                "finetune": str(Path(sweep.finetune_config).resolve())}
@@ -139,12 +139,13 @@ def _seed_and_root(seed: int, root: Path) -> tuple[str, ...]:
             "--trainer.default_root_dir", str(root))
 
 
-def check(sweep: Sweep) -> None:
+def check(sweep: Sweep, reporting: bool = False) -> None:
     """Raise a one-line WsrlError for anything that would make the sweep wrong or fail late."""
     for label, path in (("pretrain config", sweep.pretrain_config),
                         ("finetune config", sweep.finetune_config)):
         model_class(path, label)
-    if Path(sweep.dataset).suffix in (".hdf5", ".h5") and not Path(sweep.dataset).is_file():
+    if not reporting and Path(sweep.dataset).suffix in (".hdf5", ".h5") and \
+            not Path(sweep.dataset).is_file():
         raise WsrlError(f"dataset file not found: {sweep.dataset}")
     if not (sweep.ratios or sweep.variants) or not sweep.seeds:
         raise WsrlError("the sweep needs at least one ratio or variant, and one seed")

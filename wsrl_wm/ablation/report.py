@@ -1,13 +1,16 @@
-"""The sweep's outputs: results.csv, report.md (mean ± 95 % CI per variant and r, and a
-paragraph reading it), scores.png, q_probe.png, and optionally one wandb run with all of them.
+"""The sweep's outputs: results.csv, report.md (mean ± 95 % CI per variant and r, where the
+cells ran, and a paragraph reading it), scores.png, q_probe.png, and optionally one wandb run
+with all of them.
 
 Everything is built from the cells' done.json records, so a resumed sweep reports finished
-cells exactly as a fresh one would.
+cells exactly as a fresh one would. A hand-written reading of the results goes in
+`reading.md` beside the report (never rebuilt), which the report then links.
 """
 
 import csv
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +30,11 @@ from wsrl_wm.ablation.plan import MAIN_VARIANT, Cell
 from wsrl_wm.ablation.statistics import MIN_INTERVAL_N, RLIABLE_CAPTION, rliable_table
 from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.metrics import dip_window_for
+from wsrl_wm.provenance import build_label
 
 RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "recovery_step", "forgot", "final", "auc",
                   "q_offline_drift", "cell")
+READING = "reading.md"  # the hand-written reading beside a report
 TABLE_STATS = (("s0", "S0"), ("dip", "dip"), ("recovery_step", "recovery step"),
                ("final", "final"), ("auc", "AUC"), ("q_offline_drift", "Q drift (probe)"))
 # Student t quantiles t_{0.975, df}; between tabulated df the smaller df's (wider) value is used.
@@ -111,7 +116,7 @@ def result_rows(runs: list[tuple[Cell, dict]], dip_window: float | None) -> list
         window = dip_window_for(dip_window, record["online_steps"])
         summary = summarize_curves(record["curves"], window)
         rows.append({"variant": cell.variant, "r": cell.ratio, "seed": cell.seed, **summary,
-                     "cell": str(cell.root)})
+                     "cell": cell.name})
     return rows
 
 
@@ -215,12 +220,37 @@ PAIRED_CAPTION = ("Paired difference to WSRL (r = 0): per seed, variant − WSRL
                   f"{RESAMPLES} resamples].")
 
 
+def provenance_section(records: list[dict]) -> str:
+    """Markdown: how many cells ran on each build and machine (`wsrl_wm.provenance`), flagged
+    when they differ; cells from before the records existed count as "unrecorded"."""
+    labels = Counter(build_label(record.get("provenance")) for record in records)
+    lines = ["| code, CPU, torch, threads | cells |", "|---|---|",
+             *(f"| {label} | {count} |" for label, count in sorted(labels.items()))]
+    recorded = [record["provenance"] for record in records if record.get("provenance")]
+    codes = {(p.get("commit"), p.get("dirty")) for p in recorded}
+    machines = {(p.get("cpu"), p.get("torch"), p.get("threads")) for p in recorded}
+    notes = []
+    if len(codes) > 1 or len(machines) > 1:
+        notes.append(f"**Mixed provenance:** the cells come from {len(codes)} code state(s) and "
+                     f"{len(machines)} machine setting(s) (CPU, torch, threads); results of a "
+                     "config and seed agree bit for bit only on the same build and CPU type.")
+    elif recorded:
+        notes.append("Every recorded cell comes from one code state and one machine setting.")
+    if len(recorded) < len(records):
+        notes.append(f"{len(records) - len(recorded)} of {len(records)} cells predate these "
+                     "records (unrecorded): where they ran is not known.")
+    return "\n".join(lines) + "\n\n" + " ".join(notes)
+
+
 def render_report(groups: list[Group], windows: list[float], images: list[Path],
                   title: str = "Rollout-ratio ablation", dataset_score: float | None = None,
-                  setup: str = "") -> str:
+                  setup: str = "", provenance: str = "", reading: bool = False) -> str:
+    """The report's markdown; `provenance`: `provenance_section`'s table, `reading`: link the
+    hand-written reading beside it."""
     paired = paired_table(groups)
     return "\n\n".join(part for part in [
         f"# {title}",
+        reading and f"What these results show, read by hand: [{READING}]({READING}).",
         setup and f"## Setup\n\n{setup}",
         "Mean ± 95 % CI over seeds (Student t). S0: normalised score at the switch; dip: S0 − "
         f"lowest score within {_within(windows)}; recovery step: first online step "
@@ -234,6 +264,7 @@ def render_report(groups: list[Group], windows: list[float], images: list[Path],
         "## Reading\n\n" + " ".join(filter(None, [regime(groups, dataset_score),
                                                   interpret(groups, windows),
                                                   paired_reading(groups)])),
+        provenance and f"## Where the cells ran\n\n{provenance}",
         *(f"![{path.stem}]({path.name})" for path in images),
     ] if part) + "\n"
 
@@ -371,8 +402,9 @@ def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | N
     if plot_dose_response(groups, out / "dose_response.png"):
         outputs["dose_response"] = out / "dose_response.png"
     images = [path for name, path in outputs.items() if name in plots or name == "dose_response"]
-    write_text_atomic(outputs["report"], render_report(groups, windows, images, title,
-                                                       dataset_score, setup))
+    write_text_atomic(outputs["report"], render_report(
+        groups, windows, images, title, dataset_score, setup,
+        provenance_section([record for _, record in runs]), (out / READING).is_file()))
     if wandb_mode != "disabled" and rows:
         log_to_wandb(out, rows, images, wandb_mode, config)
     paired = paired_table(groups)  # printed too: the answer a reader wants is the difference

@@ -3,10 +3,12 @@ fine-tuning configs, the seeds, the ratio grid and named variants; `run_study` r
 sweep and writes the report into a results folder meant to be committed.
 
 Studies outlive machines. Each finished fine-tuning's record (its curves and summary, the
-`done.json` of its cell) is copied to `<results>/cells/<cell>.json` and, with `commit`,
-committed to git at once; a later run on a fresh checkout treats those cells as done, redoes
-only the pretraining of seeds that still have cells to run (pretraining is deterministic per
-seed), and rebuilds the report from every record.
+`done.json` of its cell, where it ran) is copied to `<results>/cells/<cell>.json` and, with
+`commit`, committed to git at once; a later run on a fresh checkout treats those cells as done,
+redoes only the pretraining of seeds that still have cells to run (pretraining is deterministic
+per seed on one build and CPU type), and rebuilds the report from every record.
+`<results>/study.json` describes the study for the index of committed studies
+(`wsrl_wm.ablation.index`, rebuilt beside the results folders on every commit).
 
     name: hopper-medium
     env: Hopper-v5
@@ -37,11 +39,13 @@ import numpy as np
 import yaml
 
 from wsrl_wm.ablation.cell import DONE, CellOutcome, done_record
+from wsrl_wm.ablation.index import STUDY_RECORD, write_index
 from wsrl_wm.ablation.plan import Cell, Sweep, Variant, plan
 from wsrl_wm.ablation.runners import Runner
 from wsrl_wm.ablation.sweep import SweepResult, run_sweep
 from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.errors import WsrlError
+from wsrl_wm.provenance import code_state
 
 SPEC_KEYS = {"name", "title", "env", "dataset", "pretrain_config", "finetune_config", "seeds",
              "ratios", "variants", "set", "dip_window", "work", "results", "shared_pretraining"}
@@ -123,15 +127,15 @@ def _yaml_value(value) -> str:
     return "null" if value is None else str(value)
 
 
-def ensure_dataset(spec: StudySpec, log=print) -> str:
+def ensure_dataset(spec: StudySpec, log=print, collect: bool = True) -> str:
     """The dataset to pretrain on: the spec's source, or the cached collected file (collected
-    now, once, when absent; the time it took is logged and stored beside it)."""
+    now, once, when absent and `collect`; the time it took is logged and stored beside it)."""
     if spec.source:
         return spec.source
     from wsrl_wm.collect import cache_dir
 
     path = cache_dir() / spec.dataset_file
-    if not path.is_file():
+    if collect and not path.is_file():
         from wsrl_wm.collect import TrainingBudget, collect_dataset
 
         args = dict(spec.collect)
@@ -251,8 +255,7 @@ def git_commit(paths: list[Path], message: str, log=print) -> bool:
 
 def setup_text(spec: StudySpec, dataset: str) -> str:
     """Seeds, budgets (the configs and overrides), the rerun command and the code's commit."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = (code_state()[0] or "unknown")[:7]
     pretraining = ("one shared pretraining (seed " + str(spec.seeds[0]) + ")"
                    if spec.shared_pretraining else "one pretraining per seed")
     return (f"Seeds {list(spec.seeds)}, {pretraining}. Dataset `{Path(dataset).name}`. "
@@ -262,23 +265,43 @@ def setup_text(spec: StudySpec, dataset: str) -> str:
             f"--commit`. Reported by code at commit {commit}.")
 
 
+def study_record(spec: StudySpec, dataset: str, score: float | None) -> dict:
+    """What `<results>/study.json` holds: the study as the index lists it, and the dataset's
+    score (so a report can be rebuilt without the dataset)."""
+    return {"name": spec.name, "title": spec.title, "env": spec.env, "spec": spec.spec_path,
+            "seeds": list(spec.seeds), "shared_pretraining": spec.shared_pretraining,
+            "dataset": Path(dataset).name, "dataset_score": score}
+
+
+def recorded_score(results: Path) -> float | None:
+    path = results / STUDY_RECORD
+    return json.loads(path.read_text()).get("dataset_score") if path.is_file() else None
+
+
 def run_study(spec: StudySpec, runner: Runner | None = None, wandb_mode: str | None = None,
               commit: bool = False, log=print, report_only: bool = False) -> SweepResult:
-    """Collect (once), restore archived cells, run the rest (unless `report_only`), and report
-    into `spec.results`."""
-    dataset = ensure_dataset(spec, log)
+    """Collect (once), restore archived cells, run the rest (unless `report_only`: then
+    nothing is collected either, and a missing dataset's score comes from study.json), and
+    report into `spec.results`; with `commit`, commit the report and refresh the index."""
+    dataset = ensure_dataset(spec, log, collect=not report_only)
     sweep = sweep_of(spec, dataset)
-    _, finetune = plan(sweep)
+    _, finetune = plan(sweep, reporting=report_only)
     archive = CellArchive(spec, dataset, commit, log)
     restored = archive.restore(finetune)
     if restored:
         log(f"{len(restored)} cell(s) restored from {archive.folder}")
     archive.refresh(finetune, spec.dip_window)
     results = Path(spec.results)
+    score = (dataset_score(dataset, spec.env) if Path(dataset).is_file()
+             else recorded_score(results))
     result = run_sweep(sweep, runner, wandb_mode, log, report_to=results, on_done=archive.keep,
-                       report_title=spec.title, dataset_score=dataset_score(dataset, spec.env),
+                       report_title=spec.title, dataset_score=score,
                        run=not report_only, report_setup=setup_text(spec, dataset))
+    write_text_atomic(results / STUDY_RECORD,
+                      json.dumps(study_record(spec, dataset, score), indent=1) + "\n")
     if commit:
-        git_commit([p for p in [*results.glob("*"), *archive.folder.glob("*.json")]
-                    if p.is_file()], f"study {spec.name}: report", log)
+        index = write_index(results.parent, log)
+        git_commit([p for p in [*results.glob("*"), *archive.folder.glob("*.json"),
+                                *([index] if index else [])] if p.is_file()],
+                   f"study {spec.name}: report", log)
     return result

@@ -43,12 +43,15 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
               on_done: Callable[[CellOutcome], None] | None = None,
               report_title: str = "Rollout-ratio ablation",
               dataset_score: float | None = None, run: bool = True,
-              report_setup: str = "") -> SweepResult:
+              report_setup: str = "", only: set[str] | None = None) -> SweepResult:
     """Plan, run what is not done yet, and report (into `report_to`, default the sweep's out).
     Cells' fits log to wandb in the same mode; `on_done` sees every cell that succeeded. A
     seed's pretraining runs only while one of its fine-tunings is still to do. With `run`
-    False nothing runs: the report covers the cells finished so far."""
-    pretrain, finetune = plan(sweep)
+    False nothing runs: the report covers the cells finished so far. `only`: the names of the
+    fine-tuning cells to plan (default all)."""
+    pretrain, finetune = plan(sweep, reporting=not run)
+    if only is not None:
+        finetune = [cell for cell in finetune if cell.name in only]
     mode = resolve_wandb_mode(wandb_mode)
     runner = runner or LocalRunner()
     records = {cell.name: load_done(cell) for cell in pretrain + finetune}  # before any run

@@ -1,6 +1,6 @@
 """A peer library's Cal-QL update, to time ours against on the same batch: d3rlpy's `CalQL`
-(installed by the optional extra `bench`; the benchmark skips the section with a note when it
-is absent).
+(installed without its dependencies by the Makefile's PEERS, since it pins gymnasium 1.0.0; the
+benchmark skips the section with a note when it is absent).
 
 Only the update is timed on both sides: d3rlpy's `impl.update` on a `TorchMiniBatch` built
 once from the batch, ours on the batch dict; neither includes sampling or host transfers.

@@ -40,7 +40,7 @@ from wsrl_wm.world_model.train import train_world_model
 
 ENV = "HalfCheetah-v5"  # obs 17, act 6: the locomotion sizes
 OBS_DIM, ACT_DIM = 17, 6
-ROLLOUT_STARTS = 100_000  # the issue's rollout batch
+ROLLOUT_STARTS = 100_000  # the rollout batch the throughput target is set at
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Figure:
     name: str
     value: float
     unit: str
-    target: str = ""  # the issue's target for this figure, if it has one
+    target: str = ""  # the project's target for this figure, if it has one
 
 
 def random_batch(size: int, device: str = "cpu") -> dict:
@@ -135,7 +135,7 @@ def cql_update(iterations: int, compiled: bool, batch_size: int = 256,
     the CQL term on a drawn 2 of the 10 critics (both sides: "best / reference" compares the
     same work). Also timed, both with the CQL term on every critic (the work before the
     subset was adopted, and what common implementations do): ours and the reference, whose
-    ratio to our best is the issue's first reading, the subset's saving included."""
+    ratio to our best counts the subset's saving too."""
     config = config or CQLConfig(compile="off")
     torch.manual_seed(0)
     agent = CQL(OBS_DIM, ACT_DIM, config).to(device)
@@ -171,7 +171,7 @@ def peer_update(iterations: int, compiled: bool, device: str = "cpu") -> list[Fi
     title = f"Cal-QL update vs d3rlpy {D3RLPY_VERSION}"
     if not d3rlpy_available():
         return [Figure(f"{title} ({device})", "skipped: d3rlpy is not installed "
-                       "(pip install -e '.[bench]')", math.nan, "")]
+                       "(make .venv/.installed: the Makefile's PEERS)", math.nan, "")]
     figures = []
     for shape, config in PEER_SHAPES.items():
         config = copy.deepcopy(config)
