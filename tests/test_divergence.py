@@ -78,7 +78,9 @@ MODULES = {"critic": "critic", "actor": "actor", "temperature": "temperature",  
 
 @pytest.mark.parametrize("loss", list(MODULES))
 def test_stop_raises_before_stepping_on_the_nonfinite_loss(loss, monkeypatch):
-    agent, optimizers = make_agent()
+    """Under the trained-only rule nothing moves the poisoned loss's module before its step;
+    (under the official one its idle steps in the earlier sub-steps would, legitimately)."""
+    agent, optimizers = make_agent(update_rule="trained_only")
     agent.update(make_batch(), optimizers)  # optimiser moments exist
     batch = poison(agent, loss, monkeypatch)
     module = getattr(agent, MODULES[loss])
@@ -192,7 +194,8 @@ def test_finetune_stops_with_the_last_good_state_saved(pretrained, tmp_path, mon
              if k.startswith("agent.")}
     assert_equal_and_finite(before, saved)
     critic_moments = ckpt["optimizer_states"][0]["state"]
-    assert {int(m["step"]) for m in critic_moments.values()} == {PRETRAIN_STEPS + UTD * 3}
+    # three good updates of UTD + 1 Adam steps each (the official rule: idle steps count)
+    assert {int(m["step"]) for m in critic_moments.values()} == {PRETRAIN_STEPS + (UTD + 1) * 3}
 
 
 def test_finetune_skip_drops_the_update_and_finishes(pretrained, tmp_path, monkeypatch):
@@ -203,8 +206,8 @@ def test_finetune_skip_drops_the_update_and_finishes(pretrained, tmp_path, monke
     online = SHORT["online_steps"] - 1  # updates that were not skipped
     steps = {name: {int(m["step"]) for m in optimizer.state.values()}
              for name, optimizer in zip(module.optimizer_names, trainer.optimizers, strict=True)}
-    assert steps == {"critic": {PRETRAIN_STEPS + UTD * online},
-                     "actor": {PRETRAIN_STEPS + online}, "temperature": {PRETRAIN_STEPS + online}}
+    every = {PRETRAIN_STEPS + (UTD + 1) * online}  # every Adam steps in every sub-step
+    assert steps == {"critic": every, "actor": every, "temperature": every}
     assert all(torch.isfinite(v).all() for v in module.agent.state_dict().values())
     assert not (tmp_path / "checkpoints/last-good.ckpt").exists()
     assert "train/skipped_updates" in next((tmp_path / "csv").rglob("metrics.csv")).read_text()

@@ -33,8 +33,9 @@ def edited_checkpoint(pretrained: str, path: Path, edit) -> str:
 
 
 def near_deterministic_policy(bundle: PretrainedBundle) -> None:
-    """Pin the actor's log-std at its floor (σ = e⁻²⁰): its samples are then tanh(μ(s)) up to
-    ~1e-9, so a stored action shows which policy, at which state, produced it."""
+    """Pin the actor's std at its floor (σ = 1e-5, the official std_min): its samples are then
+    tanh(μ(s)) up to ~1e-4, so a stored action shows which policy, at which state, produced
+    it."""
     state = bundle.agent_state
     last = max((k for k in state if k.startswith("actor.net.") and k.endswith(".weight")),
                key=lambda k: int(k.split(".")[2]))
@@ -62,8 +63,8 @@ def test_warmup_actions_are_the_pretrained_policys_at_the_stored_states(pretrain
     rows = {k: v[:warmup] for k, v in module.buffer.storage.items()}
     with torch.no_grad():
         want = pretrained_actor(rows["observations"], deterministic=True)[0]
-    torch.testing.assert_close(rows["actions"], want, rtol=0, atol=1e-5)
-    assert rows["actions"].std(dim=0).min() > 1e-3  # they follow the state: not one constant
+    torch.testing.assert_close(rows["actions"], want, rtol=0, atol=1e-4)
+    assert rows["actions"].std(dim=0).min() > 1e-2  # they follow the state: not one constant
 
 
 # --- 5: evaluate() and S0 -------------------------------------------------------------------

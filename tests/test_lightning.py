@@ -67,14 +67,16 @@ def test_warmup_collects_k_transitions_without_any_optimiser_step(finetuned):
     assert recorder.at_switch["buffer"] == WARMUP
 
 
-def test_utd_k_critic_steps_and_one_actor_step_per_online_env_step(finetuned):
+def test_utd_k_plus_one_adam_steps_per_online_env_step(finetuned):
+    """The official rule: k critic sub-steps and one actor + temperature sub-step per env
+    step, every optimiser stepping in each (the idle ones on zero gradients)."""
     module, recorder = finetuned
     online_rows = recorder.rows[WARMUP:]
     assert len(online_rows) == ONLINE
     for i, (env_step, steps, _) in enumerate(online_rows, start=1):
         assert env_step == WARMUP + i
-        assert steps["critic"] == PRETRAIN_STEPS + UTD * i
-        assert steps["actor"] == steps["temperature"] == PRETRAIN_STEPS + i
+        assert steps["critic"] == steps["actor"] == steps["temperature"] == (
+            PRETRAIN_STEPS + (UTD + 1) * i)
 
 
 def test_switch_state_equals_the_pretrained_checkpoint(finetuned, pretrained):

@@ -52,8 +52,8 @@ def test_updates_wait_for_a_finished_episode_then_run_every_step(calql_online):
     first = next(i for i, (finished, _) in enumerate(recorder.rows) if finished)
     assert 0 < first < ONLINE  # a random-ish Hopper episode ends well within 60 steps
     assert [steps for _, steps in recorder.rows[:first]] == [PRETRAIN_STEPS] * first
-    assert [steps for _, steps in recorder.rows[first:]] == [
-        PRETRAIN_STEPS + 2 * k for k in range(1, ONLINE - first + 1)]
+    assert [steps for _, steps in recorder.rows[first:]] == [  # UTD 2: 3 Adam steps each
+        PRETRAIN_STEPS + 3 * k for k in range(1, ONLINE - first + 1)]
 
 
 def test_online_rows_carry_their_episodes_mc_return(calql_online):

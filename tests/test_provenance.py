@@ -68,13 +68,15 @@ def write_study(root: Path, name: str, finals: dict[str, list[float]],
         (folder / "cells" / f"cell{i}.json").write_text(json.dumps(record))
     (folder / "study.json").write_text(json.dumps({
         "name": name, "title": name, "env": "Hopper-v5", "spec": f"{name}.yaml",
-        "seeds": [0, 1, 2], "shared_pretraining": False, "dataset": "data.hdf5",
+        "seeds": list(range(len(next(iter(finals.values()))))), "shared_pretraining": False,
+        "dataset": "data.hdf5",
         "dataset_score": None}))
 
 
 def test_the_index_lists_each_study_with_its_code_and_headline(tmp_path):
-    write_study(tmp_path, "alpha", {"wsrl": [10.0, 20.0, 30.0], "better": [40.0, 50.0, 60.0]},
-                {"wsrl": [1.0, 2.0, 3.0], "better": [5.0, 7.0, 6.0]},
+    write_study(tmp_path, "alpha", {"wsrl": [10.0, 20.0, 30.0, 40.0, 50.0],
+                                    "better": [40.0, 50.0, 60.0, 70.0, 80.0]},
+                {"wsrl": [1.0, 2.0, 3.0, 4.0, 5.0], "better": [5.0, 7.0, 6.0, 9.0, 8.0]},
                 [made("c" * 40, CPU_A), {}])
     write_study(tmp_path, "beta", {"wsrl": [10.0, 10.0, 10.0], "same": [10.0, 10.0, 10.0]},
                 {"wsrl": [1.0, 2.0, 3.0], "same": [2.0, 1.0, 3.0]}, [])
@@ -83,11 +85,13 @@ def test_the_index_lists_each_study_with_its_code_and_headline(tmp_path):
     assert text.startswith(MARKER) and text == index_text(tmp_path)
     alpha = next(line for line in text.splitlines() if line.startswith("| [alpha]"))
     assert "(alpha/report.md)" in alpha
-    assert "| wsrl r=0, better r=0 | 3 (one pretraining per seed) |" in alpha
+    assert "| wsrl r=0, better r=0 | 5 (one pretraining per seed) |" in alpha
     assert "| ccccccc, unrecorded (1 cells) |" in alpha
-    # WSRL's final: 20 ± t(0.975, 2)·10/√3; better − wsrl per seed: AUC +4, +5, +3
-    assert f"WSRL final 20 ± {4.303 * 10 / np.sqrt(3):.3g} (n = 3)" in alpha
-    means = np.array([4.0, 5.0, 3.0])[np.random.default_rng(0).integers(0, 3, (10_000, 3))]
+    # WSRL's final: 30 ± t(0.975, 4)·s/√5; better − wsrl per seed: AUC +4, +5, +3, +5, +3
+    spread = np.std([10.0, 20.0, 30.0, 40.0, 50.0], ddof=1)
+    assert f"WSRL final 30 ± {2.776 * spread / np.sqrt(5):.3g} (n = 5)" in alpha
+    picks = np.random.default_rng(0).integers(0, 5, (10_000, 5))
+    means = np.array([4.0, 5.0, 3.0, 5.0, 3.0])[picks]
     low, high = np.percentile(means.mean(axis=1), [2.5, 97.5])
     assert f"`better` Δ AUC +4 [{low:+.3g}, {high:+.3g}]" in alpha
     beta = next(line for line in text.splitlines() if line.startswith("| [beta]"))

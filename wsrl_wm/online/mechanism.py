@@ -6,6 +6,7 @@ a run measures the same with or without being watched."""
 
 import torch
 
+from wsrl_wm.data import EpisodeReplayBuffer
 from wsrl_wm.metrics import MECHANISM
 from wsrl_wm.world_model import one_step_error
 
@@ -26,7 +27,7 @@ class Mechanism:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             metrics = self.drift(agent, device)
             metrics["temperature"] = float(agent.temperature().detach())
-            if len(self.online):  # (no warmup: nothing yet at the switch)
+            if sampleable(self.online):  # (no warmup: nothing yet at the switch)
                 real = self.rows(self.online, device)
                 metrics["actor_grad_norm"] = actor_grad_norm(agent, real)
                 metrics["q_real"] = mean_q(agent, real)
@@ -42,7 +43,7 @@ class Mechanism:
     @torch.no_grad()
     def drift(self, agent, device: torch.device) -> dict[str, float]:
         """Mean distance of π_t(s) to π_0(s) (deterministic actions) over the probe states."""
-        actions = agent.act(self.probe["observations"].to(device), deterministic=True)
+        actions = agent.actor(self.probe["observations"].to(device), deterministic=True)[0]
         if self.initial_actions is None:
             self.initial_actions = actions.cpu()
         distance = (actions - self.initial_actions.to(device)).norm(dim=-1).mean()
@@ -59,6 +60,11 @@ class Mechanism:
     def load_state_dict(self, state: dict) -> None:
         self.initial_actions = state["initial_actions"]
         self.generator.set_state(state["generator"])
+
+
+def sampleable(buffer) -> int:
+    """Rows `buffer.sample` can draw from: a Cal-QL buffer's finished episodes only."""
+    return buffer.finished if isinstance(buffer, EpisodeReplayBuffer) else len(buffer)
 
 
 @torch.no_grad()
