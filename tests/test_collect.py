@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsrl_wm import collect as collect_module
 from wsrl_wm.collect import TrainingBudget, collect
+from wsrl_wm.collect import behaviour as collect_module
 from wsrl_wm.data import load_dataset
 from wsrl_wm.errors import WsrlError
 

@@ -9,9 +9,9 @@ import yaml
 from conftest import build_config_module
 
 from wsrl_wm.ablation.study import load_spec
+from wsrl_wm.collect.pointmaze import collect_pointmaze
 from wsrl_wm.demo import DEMO_SPEC
 from wsrl_wm.lightning import PretrainModule
-from wsrl_wm.pointmaze_collect import collect_pointmaze
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_KEYS = {"steps", "eval_interval", "warmup_steps", "online_steps", "starts",

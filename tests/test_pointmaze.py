@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from models import TanhGaussianActor
+from wsrl_wm.collect.pointmaze import GridPlanner, WaypointController, collect_pointmaze
 from wsrl_wm.data import load_dataset, read_d4rl_file
 from wsrl_wm.envs import make_env, resolve_env
 from wsrl_wm.envs.state import get_env_state, set_env_state
 from wsrl_wm.envs.task_functions import task_reward_fn
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
-from wsrl_wm.pointmaze_collect import GridPlanner, WaypointController, collect_pointmaze
 
 pytest.importorskip("gymnasium_robotics")
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,13 @@ from wsrl_wm.errors import WsrlError
 
 
 def collect_command(argv: list[str]) -> None:
-    from wsrl_wm.collect import QUALITIES, TrainingBudget, collect_dataset
-    from wsrl_wm.pointmaze_collect import MAZE_GOALS, MAZE_QUALITIES
+    from wsrl_wm.collect import (
+        MAZE_GOALS,
+        MAZE_QUALITIES,
+        QUALITIES,
+        TrainingBudget,
+        collect_dataset,
+    )
 
     parser = argparse.ArgumentParser(
         prog="wsrl-wm collect", description="Collect a D4RL-format dataset from a v5 env, or "

@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
 
-from wsrl_wm.agents import CQL, SAC, CQLConfig, SACConfig
+from wsrl_wm.agents import CQL, SAC
+from wsrl_wm.agents.online import online_agent
 from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer
 from wsrl_wm.envs import env_dims, make_env
 from wsrl_wm.errors import WsrlError
@@ -27,7 +28,7 @@ from wsrl_wm.online import BatchSource, EnvRunner, Evaluator, Imagination, JSRLC
 from wsrl_wm.online.mechanism import Mechanism
 from wsrl_wm.online.resets import check_reset_layers, reset_layers
 from wsrl_wm.run_info import write_run_info
-from wsrl_wm.world_model import ModelBuffer, RolloutConfig, WorldModel
+from wsrl_wm.world_model import ModelBuffer, RolloutConfig, restore_world_model
 
 
 class FinetuneModule(LightningModule):
@@ -36,7 +37,7 @@ class FinetuneModule(LightningModule):
     The agent keeps the pretrained architecture; only online settings come from here. With
     `online_cql_alpha` = 0 (default) the online loss is plain SAC (WSRL: no CQL term online);
     > 0 keeps the pretraining's CQL term online with that α, and after a Cal-QL pretraining
-    also its bound, on the MC returns of the online episodes (see `_online_agent`).
+    also its bound, on the MC returns of the online episodes (wsrl_wm/agents/online.py).
     `max_target_backup`: the online SAC target maxes over `max_target_actions` (10) sampled
     next actions (`SACConfig.max_target_backup`; official only in antmaze_wsrl, configs/antmaze).
     With `rollout.ratio` = r > 0, every `rollout.interval` online steps the current policy is
@@ -86,16 +87,25 @@ class FinetuneModule(LightningModule):
             raise WsrlError(f"{pretrained} was pretrained on {self.env_name!r}, which does not "
                             f"match env {env!r}; pretrain on {env!r} first")
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.agent = self._online_agent(bundle.agent_config, obs_dim, act_dim)
+        overrides = {"utd": utd, "max_target_backup": max_target_backup}
+        overrides |= {option: value for option, value in (
+            ("on_nonfinite", on_nonfinite), ("compile", compile), ("update_rule", update_rule))
+            if value is not None}  # unset: the pretraining's choice
+
+        def make_agent() -> SAC:
+            return online_agent(bundle.agent_config, obs_dim, act_dim, online_cql_alpha,
+                                overrides)
+
+        self.agent = make_agent()
         self.agent.load_state_dict(bundle.agent_state_for(self.agent))
         self._pretrained_optimizers = bundle.optimizer_states
         self.guide = None
         if self.jsrl.enabled:  # the frozen pretrained agent rolls in; the learner may restart
-            self.guide = self._online_agent(bundle.agent_config, obs_dim, act_dim)
+            self.guide = make_agent()
             self.guide.load_state_dict(self.agent.state_dict())
             self.guide.requires_grad_(False)
             if self.jsrl.learner == "scratch":
-                self.agent = self._online_agent(bundle.agent_config, obs_dim, act_dim)
+                self.agent = make_agent()
                 self._pretrained_optimizers = {}
         self.roll_ins = np.random.default_rng([seed, 2])  # JSRL-Random's draws
         if self.resets.enabled:
@@ -129,8 +139,9 @@ class FinetuneModule(LightningModule):
                             "bound, which needs an MC return for every row, and imagined "
                             "rollouts have none: use rollout.ratio 0 or online_cql_alpha 0")
         if rollout.ratio > 0:  # r = 0 is plain WSRL: the world model is not even loaded
-            self.world_model = self._pretrained_world_model(
-                bundle, obs_dim, act_dim, rollout.uncertainty_quantile is not None)
+            self.world_model = restore_world_model(
+                bundle.world_model_config, bundle.world_model_state, obs_dim, act_dim,
+                rollout.uncertainty_quantile is not None)
             self.world_model.requires_grad_(rollout.adapt_interval > 0)
             self.model_buffer = ModelBuffer(rollout.buffer_capacity(0), obs_dim, act_dim * chunk)
             if chunk > 1:  # the one-step model is measured and adapted on env steps
@@ -182,48 +193,6 @@ class FinetuneModule(LightningModule):
                             "start from the warmup's states)")
         if retain_ratio > 0 and not dataset:
             raise WsrlError("retain_offline_ratio > 0 needs offline_dataset (the retained data)")
-
-    def _online_agent(self, pretrained_config: CQLConfig, obs_dim: int, act_dim: int) -> SAC:
-        """Same networks as pretraining; online the CQL term is off unless asked for.
-
-        When asked for, the pretraining's CQL settings stay, Cal-QL's bound included: the
-        official WSRL keeps the agent and only sets `cql_alpha` to `online_cql_alpha` at the
-        switch (finetune.py, `agent.update_config`; `online_use_cql_loss` defaults to True),
-        and gives a Cal-QL run an online buffer with the MC returns of finished episodes
-        (`ReplayBufferMC`), whose rows are the only ones sampled; its updates wait until one
-        episode has ended (there, ≥ `_max_episode_steps` online steps). Here: an
-        `EpisodeReplayBuffer`, and no update while it holds no finished episode.
-        """
-        shared = {f.name: getattr(pretrained_config, f.name)
-                  for f in dataclasses.fields(SACConfig)}
-        shared.update(utd=self.hparams.utd, backup_entropy=False,
-                      max_target_backup=self.hparams.max_target_backup)
-        for option in ("on_nonfinite", "compile", "update_rule"):  # unset: the pretraining's
-            if self.hparams[option] is not None:
-                shared[option] = self.hparams[option]
-        if self.hparams.online_cql_alpha > 0:
-            config = dataclasses.replace(pretrained_config, **shared,
-                                         cql_alpha=self.hparams.online_cql_alpha)
-            return CQL(obs_dim, act_dim, config)
-        return SAC(obs_dim, act_dim, SACConfig(**shared))
-
-    @staticmethod
-    def _pretrained_world_model(bundle: PretrainedBundle, obs_dim: int, act_dim: int,
-                                gated: bool) -> WorldModel:
-        if bundle.world_model_config is None:
-            raise WsrlError("rollout.ratio > 0 needs a world model in the pretrained checkpoint; "
-                            "pretrain with model.world_model set")
-        world_model = WorldModel(obs_dim, act_dim, bundle.world_model_config)
-        # Checkpoints from before the gate's calibration lack its two buffers: usable ungated.
-        missing = world_model.load_state_dict(bundle.world_model_state,
-                                              strict=False).missing_keys
-        if set(missing) - {"target_std", "disagreement_quantiles"}:
-            raise WsrlError(f"the world model in the checkpoint lacks {missing}; pretrain again")
-        if missing and gated:
-            raise WsrlError("this checkpoint's world model has no disagreement calibration "
-                            "(pretrained before it existed); pretrain again or set "
-                            "rollout.uncertainty_quantile to null")
-        return world_model.requires_grad_(False)
 
     # --- Lightning hooks -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from models import EnsembleLinear, ProbabilisticEnsemble
+from wsrl_wm.errors import WsrlError
 
 # Input features whose training std is below this are constant in the data: they are only
 # centred (std 1), as MBPO's scaler does, instead of having float noise blown up by 1/std.
@@ -154,3 +155,22 @@ class WorldModel(nn.Module):
 def generator_device(generator: torch.Generator | None, default: torch.device) -> torch.device:
     """Where random numbers must be drawn: torch needs a generator's draws on its own device."""
     return default if generator is None else generator.device
+
+
+def restore_world_model(config: WorldModelConfig | None, state: dict | None, obs_dim: int,
+                        act_dim: int, gated: bool) -> WorldModel:
+    """The pretrained world model of a checkpoint, frozen, with one clear line for a
+    checkpoint that has none or lacks what the run needs."""
+    if config is None:
+        raise WsrlError("rollout.ratio > 0 needs a world model in the pretrained checkpoint; "
+                        "pretrain with model.world_model set")
+    world_model = WorldModel(obs_dim, act_dim, config)
+    # Checkpoints from before the gate's calibration lack its two buffers: usable ungated.
+    missing = world_model.load_state_dict(state, strict=False).missing_keys
+    if set(missing) - {"target_std", "disagreement_quantiles"}:
+        raise WsrlError(f"the world model in the checkpoint lacks {missing}; pretrain again")
+    if missing and gated:
+        raise WsrlError("this checkpoint's world model has no disagreement calibration "
+                        "(pretrained before it existed); pretrain again or set "
+                        "rollout.uncertainty_quantile to null")
+    return world_model.requires_grad_(False)

@@ -1,4 +1,5 @@
-"""The project's own dataset collector: D4RL-format files from gymnasium MuJoCo v5 envs.
+"""Locomotion datasets from SAC behaviour policies: D4RL-format files from gymnasium MuJoCo v5
+envs.
 
 random        uniform actions;
 medium        a SAC policy trained until its evaluation reaches `target_score` (D4RL's medium is
@@ -12,10 +13,8 @@ before the target the best-evaluated policy writes the data, not the last one (w
 """
 
 import copy
-import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,10 +23,9 @@ from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, SACConfig
 from wsrl_wm.atomic import atomic_path
 from wsrl_wm.data import ReplayBuffer, write_d4rl_file
-from wsrl_wm.envs import env_dims, make_env, normalized_score, resolve_env
+from wsrl_wm.envs import env_dims, make_env, normalized_score
 from wsrl_wm.errors import WsrlError
 from wsrl_wm.evaluation import evaluate
-from wsrl_wm.pointmaze_collect import collect_pointmaze
 from wsrl_wm.progress import progress_bar
 
 QUALITIES = ("random", "medium", "medium-replay", "expert")
@@ -231,28 +229,3 @@ def collect(env: str, quality: str, steps: int, seed: int, out: str,
         metadata["target_reached"] = policy_score >= target
     write_d4rl_file(out, arrays, metadata)
     return metadata
-
-
-def collect_dataset(env: str, quality: str, steps: int, seed: int, out: str,
-                    budget: TrainingBudget | None = None, save_policy_to: str | None = None,
-                    policy: str | None = None, goals: str | None = None) -> dict:
-    """Any dataset the project builds itself: PointMaze by its waypoint planner, locomotion
-    by SAC behaviour policies (`collect`); the other sparse families' data come from Minari."""
-    spec = resolve_env(env)
-    if spec.family == "pointmaze":
-        if save_policy_to or policy:
-            raise WsrlError("PointMaze data come from the waypoint planner: there is no "
-                            "behaviour policy to save or load")
-        return collect_pointmaze(env, quality, steps, seed, out, goals or "random")
-    if goals:
-        raise WsrlError(f"--goals is a PointMaze option; {env!r} has no goals")
-    if spec.sparse:
-        raise WsrlError(f"{env!r}: the collector builds locomotion and PointMaze data; "
-                        f"{spec.family} data come from Minari (docs/sparse_tasks.md)")
-    return collect(env, quality, steps, seed, out, budget, save_policy_to, policy)
-
-
-def cache_dir() -> Path:
-    """Datasets the project generates for its demo and studies are cached here
-    ($WSRL_WM_CACHE or ~/.cache/wsrl-wm)."""
-    return Path(os.environ.get("WSRL_WM_CACHE", Path.home() / ".cache" / "wsrl-wm"))
