@@ -506,3 +506,23 @@ def test_adaptation_and_the_gate_through_the_cli(pretrained, tmp_path):
     shares = [float(r["rollout/gated_share"]) for r in rows if r["rollout/gated_share"]]
     # the gate cut some transitions (none at the switch's round is possible), never all
     assert len(shares) == 3 and max(shares) > 0 and all(0 <= s < 1 for s in shares)
+
+
+def test_the_error_before_an_adaptation_is_the_model_as_it_came():
+    """`elite_holdout_mse_before` is measured with the normaliser the weights were trained
+    with, before MBPO's rule refits it: the same number as with the refit turned off."""
+    torch.manual_seed(0)
+    config = WorldModelConfig(num_members=3, num_elites=2, hidden=(16,), max_epochs=2)
+    model = WorldModel(OBS, ACT, config)
+    train_world_model(model, healthy_rows(400), generator=torch.Generator().manual_seed(0),
+                      progress=False)
+    shifted = healthy_rows(400, seed=5)
+    shifted["observations"] = shifted["observations"] * 3.0 + 1.0  # a new input range
+    before = {}
+    for refit in (True, False):
+        copy = WorldModel(OBS, ACT, config)
+        copy.load_state_dict(model.state_dict())
+        before[refit] = train_world_model(copy, shifted, config,
+                                          torch.Generator().manual_seed(1), progress=False,
+                                          refit_normalizer=refit)["elite_holdout_mse_before"]
+    assert before[True] == before[False]

@@ -102,10 +102,13 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
     order = torch.randperm(num_rows, generator=generator, device=draw).to(device)
     holdout, train = order[:num_holdout], order[num_holdout:]
 
+    targets = model.targets(obs, next_obs, rewards)
+    # The holdout error of the model as it came (its own normaliser), before any refit.
+    elite_before = member_mse(model, model.normalize(obs[holdout], act[holdout]),
+                              targets[holdout])[model.elites].mean().item()
     if refit_normalizer:
         model.set_normalizer(obs[train], act[train])
     inputs = model.normalize(obs, act)
-    targets = model.targets(obs, next_obs, rewards)
     ensemble = model.ensemble
     num_members, num_train = ensemble.num_members, len(train)
     bootstrap = train[torch.randint(num_train, (num_members, num_train), generator=generator,
@@ -114,10 +117,8 @@ def train_world_model(model: WorldModel, data: dict[str, torch.Tensor],
     tracker = BestMemberTracker(ensemble.mlp.parameters(),
                                 [ensemble.max_logvar, ensemble.min_logvar],
                                 config.patience, config.improvement_threshold)
-    before = member_mse(model, inputs[holdout], targets[holdout])
-    elite_before = before[model.elites].mean().item()
-    if keep_start:
-        tracker.update(before)
+    if keep_start:  # the starting weights, under the normaliser they will be used with
+        tracker.update(member_mse(model, inputs[holdout], targets[holdout]))
     train_loss = math.nan
 
     epochs = progress_bar(config.max_epochs, "world model", unit="epoch", disable=not progress)
