@@ -32,6 +32,7 @@ class CriticSteps(Callback):
 
 @pytest.fixture(scope="module")
 def calql_online(tmp_path_factory, pretrained):
+    torch.manual_seed(0)  # as the CLI's seed_everything: the run must not depend on test order
     module = FinetuneModule(pretrained, warmup_steps=0, online_steps=ONLINE, utd=2,
                             batch_size=32, online_cql_alpha=1.0, eval_interval=ONLINE,
                             eval_episodes=1, log_interval=1)
