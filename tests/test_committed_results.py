@@ -84,7 +84,9 @@ def test_the_studies_are_committed():
 def test_report_tables_recompute_from_results_csv(study):
     rows = rows_of(study)
     report = (RESULTS / study / "report.md").read_text()
-    assert len(rows) >= 20  # ≥ 5 seeds of ≥ 4 variants
+    groups = {(r["variant"], r["r"]) for r in rows}
+    assert len(groups) >= 3 and all(  # ≥ 3 arms, each of ≥ 5 seeds
+        sum((r["variant"], r["r"]) == group for r in rows) >= 5 for group in groups)
     header = ("| variant | r | n | S0 | dip | recovery step | final | AUC | Q drift (probe) "
               "| forgot |")
     labels = [c.strip() for c in header.strip("|").split("|")]
@@ -114,16 +116,17 @@ def test_report_tables_recompute_from_results_csv(study):
                          f"{study} {variant} Δ {key}")
 
 
-QUOTE = re.compile(rf"`(\w+)` (Δ (?:dip|final|AUC)|S0|dip|final|AUC|Q drift) "
-                   rf"({NUMBER}(?: ± {NUMBER}| \[{NUMBER}, {NUMBER}\])?)")
+QUOTE = re.compile(rf"`(\w+)(?: r=(\d+(?:\.\d+)?))?` (Δ (?:dip|final|AUC)|S0|dip|final|AUC|"
+                   rf"Q drift) ({NUMBER}(?: ± {NUMBER}| \[{NUMBER}, {NUMBER}\])?)")
 
 
 def check_quotes(text: str, study: str, where: str) -> int:
-    """Recompute every `` `variant` stat value `` quote of `study` in `text`; their count."""
+    """Recompute every `` `variant` stat value `` quote of `study` in `text` (`` `wsrl r=0.5` ``
+    names a ratio of the main variant; plain `` `wsrl` `` is r = 0); their count."""
     rows, count = rows_of(study), 0
-    for variant, stat, value in QUOTE.findall(" ".join(text.split())):  # across line breaks
-        assert any(r["variant"] == variant for r in rows), (where, variant)
-        ratio = 0.0 if variant == "wsrl" else None
+    for variant, r, stat, value in QUOTE.findall(" ".join(text.split())):  # across line breaks
+        assert any(row["variant"] == variant for row in rows), (where, variant)
+        ratio = float(r) if r else 0.0 if variant == "wsrl" else None
         if stat.startswith("Δ"):
             key = COLUMNS[stat[2:]]
             check_paired(value, values(rows, variant, key, ratio),
