@@ -1,6 +1,7 @@
 """Action chunking (Q-chunking): the h-step backup, chunk rows offline and online, chunks
 executed open-loop, imagined chunks, and the option through the CLI configs."""
 
+import math
 import subprocess
 
 import gymnasium as gym
@@ -11,6 +12,7 @@ from conftest import ACT_DIM, OBS_DIM, TINY_AGENT, TINY_WORLD_MODEL, build_raw, 
 from test_lightning import ROOT, read_csv, run_cli
 from test_resume import ENV, assert_same_state, fit_command, kill_after_checkpoint
 
+from models import TanhGaussianActor
 from wsrl_wm.agents import SAC, CQLConfig, SACConfig
 from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer, mc_returns
 from wsrl_wm.data.chunks import chunk_rows
@@ -185,22 +187,23 @@ def test_runner_resumes_mid_chunk_exactly():
 
 
 def test_evaluation_executes_deterministic_chunks_open_loop():
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.calls, self.weight = 0, torch.nn.Parameter(torch.zeros(()))
+    class Counting(TanhGaussianActor):
+        """Always the chunk tanh(atanh 0.3), counting the policy queries."""
 
-        def forward(self, obs, deterministic=False):
+        calls = 0
+
+        def heads(self, out):
             self.calls += 1
-            return torch.full((H * ACT_DIM,), 0.3), torch.zeros(())
+            return torch.full_like(out, math.atanh(0.3)), torch.zeros_like(out)
 
-    actor = Counting()
+    actor = Counting(OBS_DIM, H * ACT_DIM, (8,), state_dependent_std=False)
     metrics = evaluate(actor, "Hopper-v5", 1, seed=0, action_chunk=H)
+    action = torch.tanh(torch.full((ACT_DIM,), math.atanh(0.3))).numpy()  # the actor's
     env = make_env("Hopper-v5")
     env.reset(seed=0)
     length, done = 0, False
     while not done:
-        *_, terminated, truncated, _ = env.step(np.full(ACT_DIM, 0.3))
+        *_, terminated, truncated, _ = env.step(action)
         length, done = length + 1, terminated or truncated
     assert actor.calls == -(-length // H)
     assert np.isfinite(metrics["eval/return"])

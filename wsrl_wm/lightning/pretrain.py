@@ -8,7 +8,7 @@ from wsrl_wm.agents import CQL, CQLConfig
 from wsrl_wm.data.chunks import chunk_rows, chunk_starts
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, EvalEnvs, evaluate
 from wsrl_wm.lightning.bundle import BUNDLE_KEY, PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
@@ -51,6 +51,7 @@ class PretrainModule(LightningModule):
         # The world model is one-step: it learns from env steps, not chunks.
         self.offline_steps = self.offline if h == 1 else as_tensors(data)
         self.last_eval: dict = {}
+        self.eval_envs = EvalEnvs(env)  # built once, reset with each episode's seed
         # A fixed offline sample that fine-tuning keeps for Q diagnostics only (never trained on).
         rows = torch.randperm(len(self.offline["rewards"]),
                               generator=torch.Generator().manual_seed(seed))[:probe_size]
@@ -97,7 +98,8 @@ class PretrainModule(LightningModule):
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
             self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
                                       self.hparams.seed + EVAL_SEED_OFFSET,
-                                      action_chunk=self.agent.config.action_chunk)
+                                      action_chunk=self.agent.config.action_chunk,
+                                      envs=self.eval_envs)
             log_at_env_step(self, self.last_eval, step)
 
     def progress_metrics(self) -> dict:
