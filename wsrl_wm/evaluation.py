@@ -129,7 +129,7 @@ def policy_rows(actor: TanhGaussianActor, obs: torch.Tensor, deterministic: bool
     hidden = obs
     for layer in actor.net:
         hidden = one_row_linear(layer, hidden) if isinstance(layer, nn.Linear) else layer(hidden)
-    return actor.squash(*actor.heads(hidden), deterministic)[0]
+    return actor.squash(*actor.heads(hidden), deterministic, log_prob=False)[0]
 
 
 def one_row_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
