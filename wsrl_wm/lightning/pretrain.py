@@ -5,6 +5,7 @@ from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, CQLConfig
+from wsrl_wm.compile_cache import CompiledUpdates
 from wsrl_wm.data.chunks import chunk_rows, chunk_starts
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
@@ -42,7 +43,7 @@ class PretrainModule(LightningModule):
         self.env_name = env
         obs_dim, act_dim = env_dims(env)
         self.agent = CQL(obs_dim, act_dim, agent)
-        self.agent.compile_losses(steps)
+        self.compiled_updates = CompiledUpdates(self.agent, batch_size, steps)
         self.optimizer_names = list(self.agent.make_optimizers())
         data = load_offline_steps(dataset, env, agent.discount, reward_scale, reward_bias,
                                   sparse_negative_reward)
@@ -93,6 +94,7 @@ class PretrainModule(LightningModule):
         step = batch_idx + 1
         with stop_on_divergence(self, f"pretraining update {step}"):
             info = self.agent.update(batch, optimizers)
+        self.compiled_updates.ran()
         if step % self.hparams.log_interval == 0:
             log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
