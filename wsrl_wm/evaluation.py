@@ -35,6 +35,11 @@ class Episode:
     steps: int
     success: float  # the paper's success measure (sparse-reward tasks), else 0
 
+    @classmethod
+    def of(cls, spec: EnvSpec, rewards: list[float], infos: list[dict]) -> "Episode":
+        success = episode_success(spec.family, infos, rewards) if spec.sparse else 0.0
+        return cls(sum(rewards), len(rewards), success)
+
 
 class EvalEnvs:
     """Evaluation envs kept for a run's evaluations (a PointMaze env takes ~80 ms to build).
@@ -63,9 +68,13 @@ def evaluate(actor: TanhGaussianActor, env_name: str, episodes: int, seed: int,
     deterministic policy; the collector scores the stochastic one, which writes its data. An
     actor of chunks of `action_chunk` actions has each chunk executed open-loop (the episode
     may end inside one)."""
+    return scores(env_name, run_episodes(actor, env_name, [seed + e for e in range(episodes)],
+                                         action_chunk, deterministic, envs))
+
+
+def scores(env_name: str, results: list[Episode]) -> dict:
+    """An evaluation's metrics from its episodes."""
     spec = resolve_env(env_name)
-    results = run_episodes(actor, env_name, [seed + e for e in range(episodes)], action_chunk,
-                           deterministic, envs)
     mean_return = float(np.mean([episode.ret for episode in results]))
     if not spec.sparse:
         return {"eval/return": mean_return,
@@ -117,8 +126,7 @@ def joint_episodes(actor: TanhGaussianActor, envs: list[gym.Env], seeds: list[in
             else:
                 still.append(i)
         live = still
-    return [Episode(sum(r), len(r), episode_success(spec.family, info, r) if spec.sparse else 0.0)
-            for r, info in zip(rewards, infos, strict=True)]
+    return [Episode.of(spec, r, info) for r, info in zip(rewards, infos, strict=True)]
 
 
 def policy_rows(actor: TanhGaussianActor, obs: torch.Tensor, deterministic: bool
