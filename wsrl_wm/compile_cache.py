@@ -9,10 +9,12 @@ of ~95–200 s on 2 cores (docs/performance_cells.md).
 
 `compile: auto` weighs that: inductor's own keys hash the traced graph, which exists only after
 tracing, so this module keeps a marker per update shape (`update_key`), written once a run's
-compiled update has run (`mark_compiled`). Inside `expecting(key)` (the Lightning modules wrap
-their `compile_losses` in it), `auto` compiles a run of ≥ `WARM_MIN_UPDATES` updates when its
-shape is marked, else a run whose updates, times the runs expected to share the cache
-($WSRL_WM_COMPILE_RUNS, set by a study to its number of cells), reach the cold threshold.
+compiled update has run (`mark_compiled`). `auto` compiles a run whose updates, times the runs
+expected to share the cache ($WSRL_WM_COMPILE_RUNS, set by a study to its number of
+fine-tunings), reach the cold threshold, and, inside `expecting(key)` (the Lightning modules
+wrap their `compile_losses` in it), a run of ≥ `WARM_MIN_UPDATES` updates whose shape is
+marked. The arithmetic of a compiled update differs from eager in the last bits, so a run's
+curves then depend on the cache; pin `compile: on` or `off` where that matters.
 """
 
 import dataclasses
@@ -109,13 +111,13 @@ def shared_runs() -> int:
 
 
 def auto_compiles(updates: int, cold_min_updates: int) -> bool:
-    """`compile: auto`'s rule for a run of `updates` updates: a marked (cached) shape compiles
-    from `WARM_MIN_UPDATES` on, any other once the runs sharing the cache bring
-    `cold_min_updates`."""
-    key = _expected.get()
-    if key is not None and is_cached(key):
-        return updates >= WARM_MIN_UPDATES
-    return updates * shared_runs() >= cold_min_updates
+    """`compile: auto`'s rule for a run of `updates` updates: compile once the runs sharing
+    the cache bring `cold_min_updates` (what a cold compile needs to pay back; every cell of a
+    study then decides alike), or from `WARM_MIN_UPDATES` on when the shape is cached."""
+    if updates * shared_runs() >= cold_min_updates:
+        return True
+    key = _expected.get()  # (looked up last: finding the cache imports inductor, ~2 s)
+    return key is not None and updates >= WARM_MIN_UPDATES and is_cached(key)
 
 
 class CompiledUpdates:
