@@ -5,6 +5,7 @@ marks its shape once its compiled update has run; a study's cells share its cach
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import fit_module
 
 from wsrl_wm import compile_cache
@@ -36,6 +37,14 @@ def own_cache(tmp_path, monkeypatch):
     """Each test compiles into its own cache, with no run count set."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(RUNS, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def random_streams_left_as_found():
+    """These tests seed and draw from torch's global generator; the tests after them see it
+    as if these had not run (some of those depend on its state)."""
+    with torch.random.fork_rng():
+        yield
 
 
 def test_auto_compiles_a_cached_shape_from_fewer_updates():

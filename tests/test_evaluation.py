@@ -17,6 +17,14 @@ from wsrl_wm.evaluation import EvalEnvs, evaluate, one_row_linear, run_episodes
 pytest.importorskip("gymnasium_robotics")
 
 
+@pytest.fixture(autouse=True)
+def random_streams_left_as_found():
+    """These tests seed and draw from torch's global generator; the tests after them see it
+    as if these had not run (some of those depend on its state)."""
+    with torch.random.fork_rng():
+        yield
+
+
 class Recorded(gym.Wrapper):
     """Keeps every action the env was stepped with, per episode."""
 
