@@ -1,9 +1,11 @@
 """Performance benchmark: the fine-tune (SAC) and pretraining (CQL) updates against references
 written the common way, the Cal-QL update against d3rlpy's (installed by the Makefile), the
-Lightning loop's overhead, rollout throughput, world-model epoch time, peak memory and
-buffer-size scaling. Contenders of one section are timed in interleaved blocks in this process,
-so their ratios compare like with like; peak memory and the glibc-allocator rate are measured
-in fresh processes. Prints a table and writes JSON.
+Lightning loop's overhead, rollout throughput, world-model epoch time, peak memory,
+buffer-size scaling and the PointMaze study cell end to end (before / after; the longest
+section, ~20 min on 2 loaded cores, ~5 with --quick). Contenders of one section are timed in
+interleaved blocks in this process, so their ratios compare like with like; peak memory, the
+glibc-allocator rate, first compiles and study cells are measured in fresh processes. Prints
+a table and writes JSON.
 
     python experiments/benchmark.py [--quick] [--out benchmark.json] [--device cuda]
                                     [--sections sac,cql,peer,...]

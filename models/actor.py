@@ -46,7 +46,10 @@ class TanhGaussianActor(nn.Module):
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(obs)
+        return self.heads(self.net(obs))
+
+    def heads(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, clamped log-std) from the output of `net`."""
         if self.state_dependent_std:
             mean, log_std = out.chunk(2, dim=-1)
         else:
@@ -56,9 +59,17 @@ class TanhGaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor, deterministic: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(action in [-1, 1], log π(action | obs)); deterministic = tanh of the mean."""
-        mean, log_std = self.distribution_params(obs)
+        return self.squash(*self.distribution_params(obs), deterministic)
+
+    def squash(self, mean: torch.Tensor, log_std: torch.Tensor, deterministic: bool = False,
+               log_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward` from the Gaussian's parameters: (tanh of a draw, or of the mean, and its
+        log-density, or None without `log_prob`: acting needs the same draw, not its
+        density)."""
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre_tanh = mean + log_std.exp() * noise
+        if not log_prob:
+            return torch.tanh(pre_tanh), None
         gaussian_log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         # log(1 - tanh(u)^2) = 2·(log 2 - u - softplus(-2u))
         log_det = (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)

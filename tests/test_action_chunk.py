@@ -328,8 +328,10 @@ def test_evaluation_executes_deterministic_chunks_open_loop():
     actor = TanhGaussianActor(OBS_DIM, H * ACT_DIM, hidden=(16,), init="pytorch")
     with torch.no_grad():
         actor.net[-1].bias[H * ACT_DIM:] = 1.0  # log-std 1: a sampled chunk is far off the mean
-    queries = []
-    actor.register_forward_hook(lambda *_: queries.append(1))
+    queries = []  # one entry per state queried, however many a batched call holds
+    heads = actor.heads
+    actor.heads = lambda out: (queries.extend([1] * len(out)) if out.dim() > 1
+                               else queries.append(1), heads(out))[1]
     env, returns, asked = make_env("Hopper-v5"), [], 0
     for episode in range(2):
         obs, _ = env.reset(seed=7 + episode)

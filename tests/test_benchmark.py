@@ -248,7 +248,7 @@ def test_suite_runs_the_sections_asked_in_order(monkeypatch):
     functions = {"sac": "sac_update", "cql": "cql_update", "peer": "peer_update",
                  "loop": "lightning_loop", "rollouts": "rollouts",
                  "world-model": "world_model_epoch", "memory": "memory",
-                 "buffer": "buffer_scaling"}
+                 "buffer": "buffer_scaling", "cell": "study_cell"}
     assert set(functions) == set(suite.SECTIONS)
     for function in functions.values():
         monkeypatch.setattr(suite, function,

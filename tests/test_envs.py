@@ -160,3 +160,21 @@ def test_normalized_score_is_vectorised():
 def test_normalized_score_unknown_env():
     with pytest.raises(WsrlError, match="unknown env"):
         normalized_score("pong-medium-v2", 100.0)
+
+
+@pytest.mark.parametrize("name", ["PointMaze_Medium-v3", "AntMaze_UMaze-v5"])
+def test_flattened_maze_observations_are_gymnasiums(name):
+    """The maze's dict observation, flattened by the cheap wrapper, is FlattenObservation's:
+    the same space, and the same array at every step."""
+    pytest.importorskip("gymnasium_robotics")
+    import gymnasium as gym
+
+    ours = make_env(name)
+    theirs = gym.wrappers.FlattenObservation(make_env(name).env)
+    assert ours.observation_space == theirs.observation_space
+    (got, _), (want, _) = ours.reset(seed=3), theirs.reset(seed=3)
+    for _ in range(30):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+        action = ours.action_space.sample()
+        got, *_ = ours.step(action)
+        want, *_ = theirs.step(action)

@@ -154,7 +154,7 @@ class TinyAgent:
 def test_evaluator_scores_summarises_and_keeps_every_evaluation(monkeypatch):
     scores = iter([50.0, 30.0, 60.0])
     monkeypatch.setattr(wsrl_wm.online.evaluator, "evaluate",
-                        lambda *args: {SCORE: next(scores)})
+                        lambda *args, **kwargs: {SCORE: next(scores)})
     probe = {"observations": torch.ones(4, 3), "actions": torch.ones(4, 2),
              "rewards": torch.zeros(4), "next_observations": torch.ones(4, 3),
              "terminals": torch.zeros(4), "mc_returns": torch.full((4,), 5.0)}

@@ -104,7 +104,10 @@ def fit_command(argv: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from wsrl_wm import WANDB_MODES
+    from wsrl_wm.compile_cache import use_persistent_cache
     from wsrl_wm.lightning.trainer_setup import default_callbacks, default_loggers
+
+    use_persistent_cache()  # compiled updates kept across runs (a study sets its own)
 
     class WsrlCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:

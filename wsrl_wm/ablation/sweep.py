@@ -11,6 +11,7 @@ from wsrl_wm.ablation.cell import CellOutcome, load_done
 from wsrl_wm.ablation.plan import Sweep, plan
 from wsrl_wm.ablation.report import write_report
 from wsrl_wm.ablation.runners import LocalRunner, Runner
+from wsrl_wm.compile_cache import cell_env
 from wsrl_wm.errors import WsrlError
 
 
@@ -71,8 +72,12 @@ def run_sweep(sweep: Sweep, runner: Runner | None = None, wandb_mode: str | None
             blocked = len(waiting) - len(todo)
             log(f"{phase}: {len(todo)} cell(s) to run, {len(cells) - len(waiting)} already done"
                 + (f", {blocked} blocked by a failed pretraining" if blocked else ""))
-            for i, outcome in enumerate(runner.run(todo, {"WANDB_MODE": mode},
-                                                   sweep.dip_window), start=1):
+            # Every cell compiles into the sweep's cache; `auto` counts the fine-tunings as
+            # runs sharing their update, and a pretraining as one run, as before (a study's
+            # 8000-update PointMaze pretraining stays eager).
+            env = {"WANDB_MODE": mode,
+                   **cell_env(result.out, len(todo) if phase == "fine-tune" else 1)}
+            for i, outcome in enumerate(runner.run(todo, env, sweep.dip_window), start=1):
                 result.ran.append(outcome.cell.name)
                 log(f"  [{i}/{len(todo)}] {'ok  ' if outcome.ok else 'FAIL'} "
                     f"{outcome.cell.name} ({outcome.seconds:.0f} s)")

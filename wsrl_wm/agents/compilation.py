@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch._dynamo.exc import TorchDynamoException
 
+from wsrl_wm import compile_cache
 from wsrl_wm.errors import WsrlError
 
 COMPILE_MODES = ("auto", "on", "off")
@@ -59,7 +60,7 @@ def wants_compile(mode: str, updates: int) -> bool:
     if mode not in COMPILE_MODES:
         raise WsrlError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if mode == "auto":
-        if updates < AUTO_MIN_UPDATES:
+        if not compile_cache.auto_compiles(updates, AUTO_MIN_UPDATES):
             return False
         reason = why_compile_unavailable()
         if reason is not None:

@@ -3,8 +3,9 @@ single-file PyTorch implementations write them, with the same algorithm and shap
 
 Critics are one nn.Sequential each, forwarded in a Python loop; the actor samples through a
 torch.distributions tanh-transformed Normal; the rollout computes every elite on every row and
-then picks one per row. Only the update math of wsrl-wm's agents is reproduced (no divergence
-guard, no logging), so the comparison favours the reference.
+then picks one per row; evaluation runs its episodes one after another. Only the update math
+of wsrl-wm's agents is reproduced (no divergence guard, no logging), so the comparison favours
+the reference.
 """
 
 import copy
@@ -18,6 +19,8 @@ from torch.distributions.transforms import TanhTransform
 from models.actor import mlp
 from wsrl_wm.agents import CQLConfig, SACConfig
 from wsrl_wm.agents.sac import draw_members
+from wsrl_wm.envs import make_env, resolve_env
+from wsrl_wm.evaluation import Episode, scores
 from wsrl_wm.world_model import WorldModel
 
 
@@ -145,3 +148,28 @@ def every_elite_step(world_model: WorldModel, actor, obs: torch.Tensor
     drawn = mean[pick, rows] + torch.exp(0.5 * logvar[pick, rows]) * torch.randn_like(
         mean[0])
     return obs + drawn[:, :-1], drawn[:, -1]
+
+
+@torch.no_grad()
+def one_at_a_time_evaluate(actor, env_name: str, episodes: int, seed: int,
+                           action_chunk: int = 1, deterministic: bool = True,
+                           envs=None) -> dict:
+    """`wsrl_wm.evaluation.evaluate` as evaluation loops are commonly written (and wsrl-wm's
+    was before its episodes were stepped together): a new env, the episodes one after another,
+    a one-row policy query per chunk. (`envs` is taken and ignored: a drop-in replacement.)"""
+    spec, env, results = resolve_env(env_name), make_env(env_name), []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        rewards, infos, done = [], [], False
+        while not done:
+            chunk = actor(torch.as_tensor(obs, dtype=torch.float32), deterministic)[0]
+            for action in chunk.numpy().reshape(action_chunk, -1):
+                obs, reward, terminated, truncated, info = env.step(action)
+                rewards.append(float(reward))
+                infos.append(info)
+                done = terminated or truncated
+                if done:
+                    break
+        results.append(Episode.of(spec, rewards, infos))
+    env.close()
+    return scores(env_name, results)

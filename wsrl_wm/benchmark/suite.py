@@ -52,12 +52,13 @@ class Figure:
     target: str = ""  # the project's target for this figure, if it has one
 
 
-def random_batch(size: int, device: str = "cpu") -> dict:
+def random_batch(size: int, device: str = "cpu", obs_dim: int = OBS_DIM,
+                 act_dim: int = ACT_DIM) -> dict:
     g = torch.Generator().manual_seed(0)
-    batch = {"observations": torch.randn(size, OBS_DIM, generator=g),
-             "actions": torch.rand(size, ACT_DIM, generator=g) * 2 - 1,
+    batch = {"observations": torch.randn(size, obs_dim, generator=g),
+             "actions": torch.rand(size, act_dim, generator=g) * 2 - 1,
              "rewards": torch.randn(size, generator=g),
-             "next_observations": torch.randn(size, OBS_DIM, generator=g),
+             "next_observations": torch.randn(size, obs_dim, generator=g),
              "terminals": torch.zeros(size), "mc_returns": torch.randn(size, generator=g)}
     return {key: value.to(device) for key, value in batch.items()}
 
@@ -351,7 +352,15 @@ def buffer_scaling(capacities: list[int], iterations: int) -> list[Figure]:
             Figure(section, "largest / smallest", costs[-1] / costs[0], "x", "≈ 1")]
 
 
-SECTIONS = ("sac", "cql", "peer", "loop", "rollouts", "world-model", "memory", "buffer")
+def study_cell(quick: bool, compiled: bool) -> list[Figure]:
+    """The PointMaze study cell end to end (wsrl_wm/benchmark/cell.py, which builds on this
+    module's helpers)."""
+    from wsrl_wm.benchmark.cell import study_cell as section
+
+    return section(quick, compiled)
+
+
+SECTIONS = ("sac", "cql", "peer", "loop", "rollouts", "world-model", "memory", "buffer", "cell")
 
 
 def run_suite(quick: bool = False, device: str = "cpu",
@@ -373,6 +382,7 @@ def run_suite(quick: bool = False, device: str = "cpu",
         "buffer": lambda: buffer_scaling(
             [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000],
             200 if quick else 1000),
+        "cell": lambda: study_cell(quick, compiled),
     }
     figures = [Figure("Machine", f"matmul roofline ([10,256,256] bmm, {device})", peak / 1e9,
                       "GFLOP/s"),

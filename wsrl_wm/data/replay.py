@@ -46,7 +46,10 @@ class ReplayBuffer:
         if count > self.capacity:  # only the newest `capacity` rows can survive
             batch = {k: v[-self.capacity:] for k, v in batch.items()}
             count = self.capacity
-        rows = (self.position + torch.arange(count, device=self.device)) % self.capacity
+        if self.position + count <= self.capacity:  # a slice copies faster than an index
+            rows = slice(self.position, self.position + count)
+        else:
+            rows = (self.position + torch.arange(count, device=self.device)) % self.capacity
         for key, store in self.storage.items():
             store[rows] = torch.as_tensor(batch[key], device=self.device, dtype=store.dtype)
         self.position = (self.position + count) % self.capacity

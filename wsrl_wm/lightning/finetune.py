@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, SAC
 from wsrl_wm.agents.online import online_agent
+from wsrl_wm.compile_cache import CompiledUpdates
 from wsrl_wm.data import EpisodeReplayBuffer, ReplayBuffer
 from wsrl_wm.envs import env_dims, make_env
 from wsrl_wm.errors import WsrlError
@@ -110,7 +111,7 @@ class FinetuneModule(LightningModule):
         self.roll_ins = np.random.default_rng([seed, 2])  # JSRL-Random's draws
         if self.resets.enabled:
             check_reset_layers(self.agent, self.resets)
-        self.agent.compile_losses(online_steps)
+        self.compiled_updates = CompiledUpdates(self.agent, batch_size, online_steps)
         self.optimizer_names = list(self.agent.make_optimizers())
         self.reward_scale, self.reward_bias = bundle.reward_scale, bundle.reward_bias
         self.probe = bundle.probe  # offline rows for diagnostics only: never a loss or buffer
@@ -302,6 +303,7 @@ class FinetuneModule(LightningModule):
             with stop_on_divergence(self, f"env step {self.env_step} (online update "
                                           f"{online + 1})"):
                 info = self.agent.update(self.sample_batch(), self.named_optimizers())
+            self.compiled_updates.ran()
         self.env_step += 1
         online += 1
         if self.evaluation_due(online):

@@ -5,10 +5,11 @@ from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader
 
 from wsrl_wm.agents import CQL, CQLConfig
+from wsrl_wm.compile_cache import CompiledUpdates
 from wsrl_wm.data.chunks import chunk_rows, chunk_starts
 from wsrl_wm.envs import env_dims
 from wsrl_wm.errors import WsrlError
-from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, EvalEnvs, evaluate
 from wsrl_wm.lightning.bundle import BUNDLE_KEY, PretrainedBundle
 from wsrl_wm.lightning.divergence import stop_on_divergence
 from wsrl_wm.lightning.env_step_logging import log_at_env_step
@@ -42,7 +43,7 @@ class PretrainModule(LightningModule):
         self.env_name = env
         obs_dim, act_dim = env_dims(env)
         self.agent = CQL(obs_dim, act_dim, agent)
-        self.agent.compile_losses(steps)
+        self.compiled_updates = CompiledUpdates(self.agent, batch_size, steps)
         self.optimizer_names = list(self.agent.make_optimizers())
         data = load_offline_steps(dataset, env, agent.discount, reward_scale, reward_bias,
                                   sparse_negative_reward)
@@ -52,6 +53,7 @@ class PretrainModule(LightningModule):
         # The world model is one-step: it learns from env steps, not chunks.
         self.offline_steps = self.offline if h == 1 else as_tensors(data)
         self.last_eval: dict = {}
+        self.eval_envs = EvalEnvs(env)  # built once, reset with each episode's seed
         # A fixed offline sample that fine-tuning keeps for Q diagnostics only (never trained on).
         rows = torch.randperm(len(self.offline["rewards"]),
                               generator=torch.Generator().manual_seed(seed))[:probe_size]
@@ -94,12 +96,14 @@ class PretrainModule(LightningModule):
         step = batch_idx + 1
         with stop_on_divergence(self, f"pretraining update {step}"):
             info = self.agent.update(batch, optimizers)
+        self.compiled_updates.ran()
         if step % self.hparams.log_interval == 0:
             log_at_env_step(self, {f"pretrain/{k}": v for k, v in info.items()}, step)
         if step % self.hparams.eval_interval == 0 or step == self.hparams.steps:
             self.last_eval = evaluate(self.agent.actor, self.env_name, self.hparams.eval_episodes,
                                       self.hparams.seed + EVAL_SEED_OFFSET,
-                                      action_chunk=self.agent.config.action_chunk)
+                                      action_chunk=self.agent.config.action_chunk,
+                                      envs=self.eval_envs)
             log_at_env_step(self, self.last_eval, step)
 
     def progress_metrics(self) -> dict:

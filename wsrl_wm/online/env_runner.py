@@ -55,7 +55,10 @@ class EnvRunner:
                 "terminals": np.array([float(terminated)])}
         if self.step_buffer is not None:
             self.step_buffer.add(step)
-        self.pending.append({**step, "timeouts": np.array([truncated and not terminated])})
+        if self.action_chunk == 1:  # a step is its own row (`chunk_rows` at h = 1)
+            self.buffer.add(step)
+        else:
+            self.pending.append({**step, "timeouts": np.array([truncated and not terminated])})
         if self.episodic and self.action_chunk > 1:
             self.episode_rewards.append(float(reward))
         self.episode_return += float(reward)
@@ -65,7 +68,8 @@ class EnvRunner:
                 self.write_rows()
                 self.pending.pop(0)
             return None
-        self.write_rows()  # the windows the episode's end completes
+        if self.pending:
+            self.write_rows()  # the windows the episode's end completes
         finished, self.episode_return, self.episode_step = self.episode_return, 0.0, 0
         self.obs, _ = self.env.reset()
         if self.episodic:

@@ -3,7 +3,7 @@
 import torch
 
 from wsrl_wm.diagnostics import q_diagnostics
-from wsrl_wm.evaluation import EVAL_SEED_OFFSET, evaluate
+from wsrl_wm.evaluation import EVAL_SEED_OFFSET, EvalEnvs, evaluate
 from wsrl_wm.metrics import PROBE, SCORE, unlearning_metrics
 
 
@@ -18,6 +18,7 @@ class Evaluator:
         self.probe, self.online = probe, online  # probe: diagnostics only, never a loss
         self.warmup_steps, self.dip_window = warmup_steps, dip_window
         self.action_chunk = action_chunk  # actions per policy query, executed open-loop
+        self.envs = EvalEnvs(env_name)  # built once, reset with each episode's seed
         self.last_eval: dict = {}
         self.score_curve: tuple[list[int], list[float]] = ([], [])  # (online step, score)
         self.evaluations: list[dict] = []  # every evaluation's metrics
@@ -27,7 +28,8 @@ class Evaluator:
         """This evaluation's metrics, `extra` (measured by the caller at the same step)
         included."""
         self.last_eval = evaluate(agent.actor, self.env_name, self.episodes,
-                                  self.seed + EVAL_SEED_OFFSET, self.action_chunk)
+                                  self.seed + EVAL_SEED_OFFSET, self.action_chunk,
+                                  envs=self.envs)
         probe = {k: v.to(device) for k, v in self.probe.items()}
         latest = self.online.latest(len(probe["rewards"]))
         latest = {k: v.to(device) for k, v in latest.items()}
