@@ -269,7 +269,7 @@ def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
     assert result.returncode == 0
     rows = read_rows(Path(sweep.out) / "results.csv")
     for row in rows:
-        want = hand_summary(Path(row["cell"]), warmup=50, window=15)
+        want = hand_summary(Path(sweep.out) / "cells" / row["cell"], warmup=50, window=15)
         for key in ("s0", "final", "auc", "dip", "q_offline_drift"):
             assert float(row[key]) == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
         assert row["recovery_step"] == ("" if want["recovery_step"] is None
