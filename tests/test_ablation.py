@@ -72,9 +72,10 @@ def test_cell_summary_reads_run_json_against_online_steps(tmp_path):
     assert record["curves"]["score"] == {"online_step": [0, 10, 20, 30, 40], "value": scores}
     assert record["summary"] == {
         "s0": 50.0, "dip": 20.0, "recovery_step": 30.0, "forgot": False, "final": 60.0,
+        "dip_auc": pytest.approx(area_under_curve([0, 10], scores[:2])),
         "auc": pytest.approx(area_under_curve([0, 10, 20, 30, 40], scores)),
         "q_offline_drift": -6.0}
-    without_probe = describe(fake_cell(tmp_path / "bare", [50.0, 49.0]), dip_window=5)
+    without_probe = describe(fake_cell(tmp_path / "bare", [50.0, 49.0]), dip_window=10)
     assert without_probe["summary"]["q_offline_drift"] is None
     assert without_probe["summary"]["forgot"] is True
 
@@ -105,7 +106,9 @@ def test_report_tables_reads_and_plots_hand_made_cells(tmp_path):
         ("0.0", "0", "20.0"), ("0.0", "1", "16.0"), ("0.5", "0", "4.0"), ("0.5", "1", "6.0")]
     assert rows[1]["forgot"] == "True" and rows[1]["recovery_step"] == ""
     dip_r0 = f"18 ± {12.706 * np.std([20, 16], ddof=1) / math.sqrt(2):.3g}"
-    assert f"| wsrl | 0 | 2 | 50 ± 0 | {dip_r0} | 30 | " in table
+    areas = [(50 + 30 + 30 + 45) * 10 / 2 / 20, (50 + 34 + 34 + 40) * 10 / 2 / 20]  # steps ≤ 20
+    area_r0 = f"{np.mean(areas):.3g} ± {12.706 * np.std(areas, ddof=1) / math.sqrt(2):.3g}"
+    assert f"| wsrl | 0 | 2 | 50 ± 0 | {dip_r0} | {area_r0} | 30 | " in table
     report = outputs["report"].read_text()
     markdown, caption, paired = table.split("\n\n")  # printed: both of the report's tables
     assert markdown in report and caption in report and paired in report
@@ -250,14 +253,19 @@ def hand_summary(cell_root: Path, warmup: int, window: float) -> dict:
     scores = [float(r["eval/normalized_score"]) for r in rows]
     q_policy = [float(r["probe/q_policy"]) for r in rows]
     assert steps[0] == 0
-    later = [step for step, score in zip(steps, scores, strict=True)
-             if step > 0 and score >= scores[0]]
-    area = sum((scores[i] + scores[i + 1]) / 2 * (steps[i + 1] - steps[i])
-               for i in range(len(steps) - 1))
-    return {"s0": scores[0], "final": scores[-1], "auc": area / (steps[-1] - steps[0]),
-            "dip": max(0.0, scores[0] - min(s for t, s in zip(steps, scores, strict=True)
-                                             if t <= window)),
-            "recovery_step": float(later[0]) if later else None,
+    inside = [s for t, s in zip(steps, scores, strict=True) if t <= window]
+    low = inside.index(min(inside))  # the dip's low point, where it is first reached
+    later = [step for step, score in zip(steps[low + 1:], scores[low + 1:], strict=True)
+             if score >= scores[0]]
+
+    def mean_area(n):  # trapezoid time average of the first n evaluations
+        return sum((scores[i] + scores[i + 1]) / 2 * (steps[i + 1] - steps[i])
+                   for i in range(n - 1)) / (steps[n - 1] - steps[0]) if n > 1 else scores[0]
+
+    return {"s0": scores[0], "final": scores[-1], "auc": mean_area(len(steps)),
+            "dip": max(0.0, scores[0] - min(inside)), "dip_auc": mean_area(len(inside)),
+            "recovery_step": (0.0 if min(inside) >= scores[0]
+                              else float(later[0]) if later else None),
             "q_offline_drift": q_policy[-1] - q_policy[0]}
 
 
@@ -270,7 +278,7 @@ def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
     rows = read_rows(Path(sweep.out) / "results.csv")
     for row in rows:
         want = hand_summary(Path(sweep.out) / "cells" / row["cell"], warmup=50, window=15)
-        for key in ("s0", "final", "auc", "dip", "q_offline_drift"):
+        for key in ("s0", "final", "auc", "dip", "dip_auc", "q_offline_drift"):
             assert float(row[key]) == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
         assert row["recovery_step"] == ("" if want["recovery_step"] is None
                                         else str(want["recovery_step"]))

@@ -17,7 +17,7 @@ RESULTS = ROOT / "docs" / "results"
 STUDIES = sorted(path.parent.name for path in RESULTS.glob("*/results.csv"))
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262}
-COLUMNS = {"S0": "s0", "dip": "dip", "recovery step": "recovery_step", "final": "final",
+COLUMNS = {"S0": "s0", "dip": "dip", "dip AUC": "dip_auc", "recovery step": "recovery_step", "final": "final",
            "AUC": "auc", "Q drift": "q_offline_drift", "Q drift (probe)": "q_offline_drift"}
 NUMBER = r"[+\-−]?\d+(?:\.\d+)?"
 
@@ -87,8 +87,8 @@ def test_report_tables_recompute_from_results_csv(study):
     groups = {(r["variant"], r["r"]) for r in rows}
     assert len(groups) >= 3 and all(  # ≥ 3 arms, each of ≥ 5 seeds
         sum((r["variant"], r["r"]) == group for r in rows) >= 5 for group in groups)
-    header = ("| variant | r | n | S0 | dip | recovery step | final | AUC | Q drift (probe) "
-              "| forgot |")
+    header = ("| variant | r | n | S0 | dip | dip AUC | recovery step | final | AUC "
+              "| Q drift (probe) | forgot |")
     labels = [c.strip() for c in header.strip("|").split("|")]
     table = report[report.index(header):].split("\n\n")[0].splitlines()[2:]
     assert len(table) == len({(r["variant"], r["r"]) for r in rows})
@@ -99,7 +99,8 @@ def test_report_tables_recompute_from_results_csv(study):
         assert cells["n"] == str(len(mine))
         forgot = sum(r["forgot"] == "True" for r in mine)
         assert cells["forgot"] == f"{forgot}/{len(mine)}"
-        for label in ("S0", "dip", "recovery step", "final", "AUC", "Q drift (probe)"):
+        for label in ("S0", "dip", "dip AUC", "recovery step", "final", "AUC",
+                      "Q drift (probe)"):
             numbers = [float(r[COLUMNS[label]]) for r in mine if r[COLUMNS[label]]]
             if not numbers:
                 assert cells[label] in ("never", "n/a"), (study, cells)
@@ -108,16 +109,17 @@ def test_report_tables_recompute_from_results_csv(study):
     section = report.split("## Paired difference to WSRL (r = 0)")[1].split("\n## ")[0]
     paired_lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
     assert len(paired_lines) == len(table) - 1
-    reference = {k: values(rows, "wsrl", k, 0.0) for k in ("dip", "final", "auc")}
+    keys = ("dip", "dip_auc", "final", "auc")
+    reference = {k: values(rows, "wsrl", k, 0.0) for k in keys}
     for line in paired_lines:
         variant, ratio, pairs, *diffs = (c.strip() for c in line.strip("|").split("|"))
-        for key, text in zip(("dip", "final", "auc"), diffs, strict=True):
+        for key, text in zip(keys, diffs, strict=True):
             check_paired(text, values(rows, variant, key, float(ratio)), reference[key],
                          f"{study} {variant} Δ {key}")
 
 
-QUOTE = re.compile(rf"`(\w+)(?: r=(\d+(?:\.\d+)?))?` (Δ (?:dip|final|AUC)|S0|dip|final|AUC|"
-                   rf"Q drift) ({NUMBER}(?: ± {NUMBER}| \[{NUMBER}, {NUMBER}\])?)")
+QUOTE = re.compile(rf"`(\w+)(?: r=(\d+(?:\.\d+)?))?` (Δ (?:dip AUC|dip|final|AUC)|S0|dip AUC|"
+                   rf"dip|final|AUC|Q drift) ({NUMBER}(?: ± {NUMBER}| \[{NUMBER}, {NUMBER}\])?)")
 
 
 def check_quotes(text: str, study: str, where: str) -> int:

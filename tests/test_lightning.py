@@ -164,7 +164,8 @@ def test_smoke_configs_run_pretrain_then_finetune_through_the_cli(tmp_path, hopp
     last = evals[-1]
     assert float(last["unlearning/s0"]) == pytest.approx(scores[0])
     assert float(last["unlearning/dip"]) == pytest.approx(max(0.0, scores[0] - min(scores)))
-    recovered = [step for step, score in ((15, scores[1]), (30, scores[2])) if score >= scores[0]]
+    low = scores.index(min(scores))  # the dip's low point (first reached), window 30 = all
+    recovered = min(scores) >= scores[0] or any(s >= scores[0] for s in scores[low + 1:])
     assert (last.get("unlearning/recovery_step", "") == "") == (not recovered)
     assert float(last["unlearning/forgetting"]) == float(not recovered)
     losses = [float(r["train/critic_loss"]) for r in rows if r["train/critic_loss"]]

@@ -59,7 +59,7 @@ def write_study(root: Path, name: str, finals: dict[str, list[float]],
                 aucs: dict[str, list[float]], cells: list[dict]) -> None:
     folder = root / name
     (folder / "cells").mkdir(parents=True)
-    rows = [{"variant": variant, "r": 0.0, "seed": seed, "s0": 50.0, "dip": 10.0,
+    rows = [{"variant": variant, "r": 0.0, "seed": seed, "s0": 50.0, "dip": 10.0, "dip_auc": 45.0,
              "recovery_step": None, "forgot": True, "final": final, "auc": aucs[variant][seed],
              "q_offline_drift": None, "cell": f"{variant}_r0_seed{seed}"}
             for variant, values in finals.items() for seed, final in enumerate(values)]
@@ -127,9 +127,10 @@ def test_replication_picks_cells_across_variants_and_compares_with_the_spread():
     assert within(None, 3.0, None) and within(9.0, 3.0, None) and not within(None, 1.0, 3.0)
     assert within(None, None, None) and not within(1.0, None, None)
 
-    stats = ("s0", "dip", "recovery_step", "final", "auc", "q_offline_drift")
-    committed = dict(zip(stats, (80.0, 70.0, None, 30.0, 20.5, -145.0), strict=True))
-    spread = {"s0": (70.0, 90.0), "dip": (60.0, 80.0), "recovery_step": (500.0, None),
+    stats = ("s0", "dip", "dip_auc", "recovery_step", "final", "auc", "q_offline_drift")
+    committed = dict(zip(stats, (80.0, 70.0, 25.0, None, 30.0, 20.5, -145.0), strict=True))
+    spread = {"s0": (70.0, 90.0), "dip": (60.0, 80.0), "dip_auc": (10.0, 40.0),
+              "recovery_step": (500.0, None),
               "final": (20.0, 50.0), "auc": (15.0, 30.0), "q_offline_drift": (-160.0, -120.0)}
     lines, identical, inside = compare("wsrl_r0_seed4", committed, dict(committed), spread,
                                        "unrecorded", "here")

@@ -39,16 +39,18 @@ def test_intervals_only_from_five_runs_and_inside_the_data_range():
 
 
 def test_rliable_table_rows_per_group():
-    reference = Group("wsrl", 0.0, [{"dip": d, "final": f, "auc": a} for d, f, a in
-                                     [(80, 20, 30), (70, 30, 35), (90, 10, 20), (60, 40, 45),
-                                      (85, 15, 25)]])
-    model = Group("wsrl", 0.5, [{"dip": d, "final": f, "auc": a} for d, f, a in
-                                 [(40, 60, 50), (30, 70, 55), (50, 50, 45), (20, 80, 65),
-                                  (45, 55, 40)]])
+    reference = Group("wsrl", 0.0, [{"dip": d, "dip_auc": 100 - d, "final": f, "auc": a}
+                                     for d, f, a in [(80, 20, 30), (70, 30, 35), (90, 10, 20),
+                                                     (60, 40, 45), (85, 15, 25)]])
+    model = Group("wsrl", 0.5, [{"dip": d, "dip_auc": 25.0, "final": f, "auc": a}
+                                 for d, f, a in [(40, 60, 50), (30, 70, 55), (50, 50, 45),
+                                                 (20, 80, 65), (45, 55, 40)]])
     lines = rliable_table([reference, model], reference).splitlines()
-    assert len(lines) == 4 and lines[2].endswith("| — | — | — |")
-    dip, final, auc = lines[3].removesuffix(" |").split(" | ")[6:]
+    assert len(lines) == 4 and lines[2].endswith("| — | — | — | — |")
+    dip, area, final, auc = lines[3].removesuffix(" |").split(" | ")[7:]
     assert dip == "1 [1, 1]" and final == "1 [1, 1]"  # every pair better
+    # dip AUC, higher is better: each 25 beats 20, 10 and 15 and loses to 30 and 40: 15 of 25
+    assert area.startswith("0.6 [")
     # AUC pairs: 50, 55 and 65 beat all 5; 45 beats 4 and ties 1; 40 beats 4 → 23.5 / 25
     assert auc.startswith("0.94 [")
 

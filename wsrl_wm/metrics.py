@@ -57,13 +57,27 @@ def dip(steps, scores, window: float) -> float:
     return float(max(0.0, s0 - scores[steps <= window].min()))
 
 
-def recovery_step(steps, scores) -> float | None:
-    """First online step after the switch whose score is back at S0 or above; None if the
-    score never gets back there (forgetting)."""
+def recovery_step(steps, scores, window: float) -> float | None:
+    """First online step after the dip's low point (the lowest score within the first `window`
+    online steps, where it is first reached) whose score is back at S0; 0 if the score never
+    falls below S0 in the window; None if it never gets back (forgetting). Counting from the
+    low point keeps an evaluation made before the fall (dense evaluations catch the policy still
+    at S0 a few hundred steps in) from passing for a recovery."""
     steps, scores = _curve(steps, scores)
     s0 = switch_score(steps, scores)
-    later = (steps > 0) & (scores >= s0)
+    low = int(np.argmin(scores[steps <= window]))
+    if scores[low] >= s0:
+        return 0.0
+    later = (steps > steps[low]) & (scores >= s0)
     return float(steps[later][0]) if later.any() else None
+
+
+def dip_area(steps, scores, window: float) -> float:
+    """The time-averaged score within the first `window` online steps: how deep and how long
+    the dip is. Runs that all touch the same floor (a dip of S0 − 0) still differ here."""
+    steps, scores = _curve(steps, scores)
+    inside = steps <= window
+    return area_under_curve(steps[inside], scores[inside])
 
 
 def area_under_curve(steps, values) -> float:
@@ -83,8 +97,9 @@ def drift(steps, values) -> float:
 
 def summarize(steps, scores, dip_window: float) -> dict:
     """The per-run numbers of the ablation table."""
-    recovered = recovery_step(steps, scores)
+    recovered = recovery_step(steps, scores, dip_window)
     return {"s0": switch_score(steps, scores), "dip": dip(steps, scores, dip_window),
+            "dip_auc": dip_area(steps, scores, dip_window),
             "recovery_step": recovered, "forgot": recovered is None,
             "final": float(np.asarray(scores)[-1]), "auc": area_under_curve(steps, scores)}
 
@@ -94,6 +109,7 @@ def unlearning_metrics(steps, scores, dip_window: float) -> dict[str, float]:
     or, while the score has not come back, `unlearning/forgetting` = 1."""
     summary = summarize(steps, scores, dip_window)
     metrics = {"unlearning/s0": summary["s0"], "unlearning/dip": summary["dip"],
+               "unlearning/dip_auc": summary["dip_auc"],
                "unlearning/forgetting": float(summary["forgot"]),
                "unlearning/auc": summary["auc"]}
     if not summary["forgot"]:

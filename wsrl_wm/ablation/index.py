@@ -14,7 +14,7 @@ from wsrl_wm.atomic import write_text_atomic
 STUDY_RECORD = "study.json"
 INDEX = "README.md"
 MARKER = "<!-- The index of committed studies: rewritten by `wsrl-wm study --commit`. -->"
-NUMBERS = ("s0", "dip", "recovery_step", "final", "auc", "q_offline_drift")
+NUMBERS = ("s0", "dip", "dip_auc", "recovery_step", "final", "auc", "q_offline_drift")
 
 
 def read_results_csv(path: Path) -> list[dict]:

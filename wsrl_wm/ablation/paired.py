@@ -14,7 +14,8 @@ import numpy as np
 from wsrl_wm.ablation.plan import MAIN_VARIANT
 from wsrl_wm.ablation.statistics import MIN_INTERVAL_N
 
-PAIRED_STATS = (("dip", "Δ dip"), ("final", "Δ final"), ("auc", "Δ AUC"))
+PAIRED_STATS = (("dip", "Δ dip"), ("dip_auc", "Δ dip AUC"), ("final", "Δ final"),
+                ("auc", "Δ AUC"))
 RESAMPLES = 10_000
 
 
@@ -84,7 +85,8 @@ def paired_table(groups) -> str:
 
 
 def paired_reading(groups) -> str:
-    """One sentence per group: does its dip differ from WSRL's, resolved by the paired CI?"""
+    """One sentence per group: do its dip and its dip AUC differ from WSRL's, resolved by the
+    paired CI? (The dip AUC separates arms whose dips all reach the same floor.)"""
     reference = reference_group(groups)
     if reference is None:
         return ""
@@ -95,10 +97,11 @@ def paired_reading(groups) -> str:
     for group in groups:
         if group is reference:
             continue
-        diff = paired_difference(group.rows, reference.rows, "dip")
-        if diff.n:
-            sentences.append(f"{group.label}: dip {verdicts[diff.sign]}, Δ = {diff} over "
-                             f"{diff.n} paired seed(s).")
+        dip, area = (paired_difference(group.rows, reference.rows, key)
+                     for key in ("dip", "dip_auc"))
+        if dip.n:
+            sentences.append(f"{group.label}: dip {verdicts[dip.sign]}, Δ = {dip}; dip AUC "
+                             f"{verdicts[area.sign]}, Δ = {area}; over {dip.n} paired seed(s).")
     return " ".join(sentences)
 
 

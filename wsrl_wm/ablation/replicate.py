@@ -20,7 +20,7 @@ from wsrl_wm.errors import WsrlError
 from wsrl_wm.metrics import dip_window_for
 from wsrl_wm.provenance import build_label
 
-STATS = ("s0", "dip", "recovery_step", "final", "auc", "q_offline_drift")
+STATS = ("s0", "dip", "dip_auc", "recovery_step", "final", "auc", "q_offline_drift")
 
 
 def summary_of(record: dict, dip_window: float | None) -> dict:

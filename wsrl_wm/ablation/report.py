@@ -32,10 +32,11 @@ from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.metrics import dip_window_for
 from wsrl_wm.provenance import build_label
 
-RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "recovery_step", "forgot", "final", "auc",
-                  "q_offline_drift", "cell")
+RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "dip_auc", "recovery_step", "forgot", "final",
+                  "auc", "q_offline_drift", "cell")
 READING = "reading.md"  # the hand-written reading beside a report
-TABLE_STATS = (("s0", "S0"), ("dip", "dip"), ("recovery_step", "recovery step"),
+TABLE_STATS = (("s0", "S0"), ("dip", "dip"), ("dip_auc", "dip AUC"),
+               ("recovery_step", "recovery step"),
                ("final", "final"), ("auc", "AUC"), ("q_offline_drift", "Q drift (probe)"))
 # Student t quantiles t_{0.975, df}; between tabulated df the smaller df's (wider) value is used.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -253,8 +254,10 @@ def render_report(groups: list[Group], windows: list[float], images: list[Path],
         reading and f"What these results show, read by hand: [{READING}]({READING}).",
         setup and f"## Setup\n\n{setup}",
         "Mean ± 95 % CI over seeds (Student t). S0: normalised score at the switch; dip: S0 − "
-        f"lowest score within {_within(windows)}; recovery step: first online step "
-        "with score ≥ S0, over the runs that recovered; forgot: never recovered; final: last "
+        f"lowest score within {_within(windows)}; dip AUC: time-averaged score within "
+        "that window (how deep and how long the dip is); recovery step: first online step "
+        "after the dip's low point with score ≥ S0 (0: no dip), over the runs that recovered; "
+        "forgot: never recovered; final: last "
         "evaluation; AUC: time-averaged score; Q drift: change of mean Q(s, π(s)) on the offline "
         "probe from the switch to the end.",
         markdown_table(groups),

@@ -13,7 +13,7 @@ import numpy as np
 RESAMPLES = 10_000
 MIN_INTERVAL_N = 5
 # Which way is better, per metric (the dip is a loss, the others gains).
-HIGHER_IS_BETTER = {"dip": False, "final": True, "auc": True, "s0": True}
+HIGHER_IS_BETTER = {"dip": False, "dip_auc": True, "final": True, "auc": True, "s0": True}
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def improvement_interval(x, y, higher_is_better: bool = True, seed: int = 0) -> 
 def rliable_table(groups, reference) -> str:
     """Markdown: per group the IQM [CI] of dip, final and AUC, and P(group better than the
     reference) [CI] for each (the reference's own row has no probability)."""
-    metrics = ("dip", "final", "auc")
+    metrics = ("dip", "dip_auc", "final", "auc")
     header = ["variant", "r", "n", *(f"IQM {m}" for m in metrics),
               *(f"P(better {m})" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -99,5 +99,5 @@ RLIABLE_CAPTION = (
     "Interquartile mean (IQM: the mean of the middle half of the runs) with a 95 % "
     f"percentile-bootstrap CI ({RESAMPLES} resamples), and the probability of improvement "
     "P(variant better than WSRL at r = 0): the chance that a run of the variant beats a run of "
-    "WSRL (a smaller dip; a higher final score or AUC), ties counting half, with a stratified "
+    "WSRL (a smaller dip; a higher dip AUC, final score or AUC), ties counting half, with a stratified "
     f"bootstrap CI (Agarwal et al. 2021). Below {MIN_INTERVAL_N} runs no interval is given.")
