@@ -17,8 +17,9 @@ RESULTS = ROOT / "docs" / "results"
 STUDIES = sorted(path.parent.name for path in RESULTS.glob("*/results.csv"))
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262}
-COLUMNS = {"S0": "s0", "dip": "dip", "dip AUC": "dip_auc", "recovery step": "recovery_step", "final": "final",
-           "AUC": "auc", "Q drift": "q_offline_drift", "Q drift (probe)": "q_offline_drift"}
+COLUMNS = {"S0": "s0", "dip": "dip", "dip AUC": "dip_auc", "recovery step": "recovery_step",
+           "final": "final", "AUC": "auc", "Q drift": "q_offline_drift",
+           "Q drift (probe)": "q_offline_drift"}
 NUMBER = r"[+\-−]?\d+(?:\.\d+)?"
 
 

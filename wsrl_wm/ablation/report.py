@@ -32,8 +32,8 @@ from wsrl_wm.atomic import write_text_atomic
 from wsrl_wm.metrics import dip_window_for
 from wsrl_wm.provenance import build_label
 
-RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "dip_auc", "recovery_step", "forgot", "final",
-                  "auc", "q_offline_drift", "cell")
+RESULT_COLUMNS = ("variant", "r", "seed", "s0", "dip", "dip_auc", "recovery_step", "forgot",
+                  "final", "auc", "q_offline_drift", "cell")
 READING = "reading.md"  # the hand-written reading beside a report
 TABLE_STATS = (("s0", "S0"), ("dip", "dip"), ("dip_auc", "dip AUC"),
                ("recovery_step", "recovery step"),

@@ -99,5 +99,6 @@ RLIABLE_CAPTION = (
     "Interquartile mean (IQM: the mean of the middle half of the runs) with a 95 % "
     f"percentile-bootstrap CI ({RESAMPLES} resamples), and the probability of improvement "
     "P(variant better than WSRL at r = 0): the chance that a run of the variant beats a run of "
-    "WSRL (a smaller dip; a higher dip AUC, final score or AUC), ties counting half, with a stratified "
-    f"bootstrap CI (Agarwal et al. 2021). Below {MIN_INTERVAL_N} runs no interval is given.")
+    "WSRL (a smaller dip; a higher dip AUC, final score or AUC), ties counting half, with a "
+    f"stratified bootstrap CI (Agarwal et al. 2021). Below {MIN_INTERVAL_N} runs no interval "
+    "is given.")
