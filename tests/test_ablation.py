@@ -15,6 +15,7 @@ import yaml
 
 from wsrl_wm.ablation import Cell, LocalRunner, RayRunner, Sweep, mean_ci, plan, run_sweep
 from wsrl_wm.ablation.cell import describe, load_done, log_tail
+from wsrl_wm.ablation.mechanism import mechanism_table
 from wsrl_wm.ablation.plan import Variant
 from wsrl_wm.ablation.report import write_report
 from wsrl_wm.ablation.runners import cpu_cores, import_ray
@@ -78,6 +79,25 @@ def test_cell_summary_reads_run_json_against_online_steps(tmp_path):
     without_probe = describe(fake_cell(tmp_path / "bare", [50.0, 49.0]), dip_window=10)
     assert without_probe["summary"]["q_offline_drift"] is None
     assert without_probe["summary"]["forgot"] is True
+
+
+def test_the_mechanism_table_reads_each_arms_curves_at_its_steps(tmp_path):
+    """Policy drift of two seeds of WSRL, evaluated at 0, 200, 1000, 2000 and 3000: read at step
+    100 (halfway between 0 and 200), 500 (between 200 and 1000), 2000 and the end."""
+    steps = [0, 200, 1000, 2000, 3000]
+    drift = {0: [0.0, 0.4, 0.8, 1.0, 1.2], 1: [0.0, 0.6, 1.0, 1.0, 0.8]}
+    runs = [(Cell(f"wsrl_r0_seed{seed}", "finetune", "wsrl", 0.0, seed, tmp_path, ()),
+             {"curves": {"policy_drift": {"online_step": steps, "value": values}}})
+            for seed, values in drift.items()]
+    runs.append((Cell("wsrl_r0.5_seed0", "finetune", "wsrl", 0.5, 0, tmp_path, ()),
+                 {"curves": {"score": {"online_step": steps, "value": [1.0] * 5}}}))
+    lines = mechanism_table(runs, mean_ci).splitlines()
+    assert lines[0] == "| curve | arm | step 100 | step 500 | step 2000 | end |"
+    assert len(lines) == 3  # the r = 0.5 arm logged no mechanism curve: no row
+    want = [mean_ci([0.2, 0.3]), mean_ci([0.4 + 0.4 * 300 / 800, 0.6 + 0.4 * 300 / 800]),
+            mean_ci([1.0, 1.0]), mean_ci([1.2, 0.8])]
+    assert lines[2] == "| policy_drift | wsrl r=0 | " + " | ".join(map(str, want)) + " |"
+    assert mechanism_table(runs[2:], mean_ci) == ""
 
 
 def test_t_interval_matches_a_hand_computation():

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from wsrl_wm.ablation.cell import summarize_curves
+from wsrl_wm.ablation.mechanism import MECHANISM_PLOTS, MECHANISM_STEPS, mechanism_table
 from wsrl_wm.ablation.paired import (
     PAIRED_STATS,
     RESAMPLES,
@@ -243,11 +244,21 @@ def provenance_section(records: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes)
 
 
+MECHANISM_CAPTION = (
+    "Each mechanism curve (logged at every evaluation; plots below) at online steps "
+    f"{', '.join(map(str, MECHANISM_STEPS))} and at the end: mean ± 95 % CI over seeds "
+    "(Student t). policy_drift: mean |π_t(s) − π_0(s)| on the offline probe; q_real / "
+    "q_imagined: mean Q(s, a) on the real / imagined rows of a training batch; model_error: the "
+    "world model's one-step MSE on the states the policy visits now; temperature: SAC's α; "
+    "actor_grad_norm: the actor's gradient norm.")
+
+
 def render_report(groups: list[Group], windows: list[float], images: list[Path],
                   title: str = "Rollout-ratio ablation", dataset_score: float | None = None,
-                  setup: str = "", provenance: str = "", reading: bool = False) -> str:
+                  setup: str = "", provenance: str = "", reading: bool = False,
+                  mechanism: str = "") -> str:
     """The report's markdown; `provenance`: `provenance_section`'s table, `reading`: link the
-    hand-written reading beside it."""
+    hand-written reading beside it, `mechanism`: `mechanism_table`'s table."""
     paired = paired_table(groups)
     return "\n\n".join(part for part in [
         f"# {title}",
@@ -264,6 +275,7 @@ def render_report(groups: list[Group], windows: list[float], images: list[Path],
         paired and f"## Paired difference to WSRL (r = 0)\n\n{PAIRED_CAPTION}\n\n{paired}",
         paired and "## Interquartile mean and probability of improvement\n\n"
                    f"{RLIABLE_CAPTION}\n\n{rliable_table(groups, reference_group(groups))}",
+        mechanism and "## The mechanism in numbers\n\n" + MECHANISM_CAPTION + "\n\n" + mechanism,
         "## Reading\n\n" + " ".join(filter(None, [regime(groups, dataset_score),
                                                   interpret(groups, windows),
                                                   paired_reading(groups)])),
@@ -325,14 +337,6 @@ def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return True
-
-
-MECHANISM_PLOTS = (("policy_drift", "policy drift on the probe, mean |π_t(s) − π_0(s)|"),
-                   ("q_real", "Q(s, a) on real (online) rows"),
-                   ("q_imagined", "Q(s, a) on imagined (model) rows"),
-                   ("model_error", "world model one-step MSE where the policy goes now"),
-                   ("temperature", "SAC temperature α"),
-                   ("actor_grad_norm", "actor gradient norm"))
 
 
 def plot_dose_response(groups: list[Group], path: Path) -> bool:
@@ -407,7 +411,8 @@ def write_report(out: Path, runs: list[tuple[Cell, dict]], dip_window: float | N
     images = [path for name, path in outputs.items() if name in plots or name == "dose_response"]
     write_text_atomic(outputs["report"], render_report(
         groups, windows, images, title, dataset_score, setup,
-        provenance_section([record for _, record in runs]), (out / READING).is_file()))
+        provenance_section([record for _, record in runs]), (out / READING).is_file(),
+        mechanism_table(runs, mean_ci)))
     if wandb_mode != "disabled" and rows:
         log_to_wandb(out, rows, images, wandb_mode, config)
     paired = paired_table(groups)  # printed too: the answer a reader wants is the difference
