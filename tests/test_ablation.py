@@ -306,7 +306,7 @@ def test_results_csv_and_report_are_recomputed_from_the_cells(smoke_sweep):
     start = next(i for i, line in enumerate(lines) if line.startswith("| variant | r | n | S0 |"))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     table = [line.split(" | ") for line in lines[start + 2:end]]  # the first table's rows
-    header = "variant | r | n | S0 | dip | recovery step | final".split(" | ")
+    header = "variant | r | n | S0 | dip | dip AUC | recovery step | final".split(" | ")
     assert [cells[:2] for cells in table] == [["| wsrl", "0"], ["| wsrl", "0.5"]]
     for cells in table:
         ratio = float(cells[1])
