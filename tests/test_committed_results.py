@@ -71,6 +71,12 @@ def check_estimate(text: str, numbers: list[float], where: str) -> None:
 
 
 def check_paired(text: str, variant, reference, where: str) -> None:
+    few = re.fullmatch(rf"({NUMBER}) \(n = (\d+): too few for an interval\)", text.strip())
+    if few:  # below 5 pairs only the mean is printed
+        pairs = len(set(variant) & set(reference))
+        assert int(few[2]) == pairs < 5, (where, text, pairs)
+        assert agrees(few[1], paired(variant, reference)[0]), (where, text)
+        return
     found = re.fullmatch(rf"({NUMBER}) \[({NUMBER}), ({NUMBER})\]", text.strip())
     assert found, (where, text)
     for printed, value in zip(found.groups(), paired(variant, reference), strict=True):
@@ -86,8 +92,9 @@ def test_report_tables_recompute_from_results_csv(study):
     rows = rows_of(study)
     report = (RESULTS / study / "report.md").read_text()
     groups = {(r["variant"], r["r"]) for r in rows}
-    assert len(groups) >= 3 and all(  # ≥ 3 arms, each of ≥ 5 seeds
-        sum((r["variant"], r["r"]) == group for r in rows) >= 5 for group in groups)
+    seeds = [sum((r["variant"], r["r"]) == group for r in rows) for group in groups]
+    # ≥ 3 arms of ≥ 5 seeds each, or a long run's 2 arms of 3 (its report gives no interval)
+    assert (len(groups) >= 3 and min(seeds) >= 5) or (len(groups) == 2 and min(seeds) >= 3)
     header = ("| variant | r | n | S0 | dip | dip AUC | recovery step | final | AUC "
               "| Q drift (probe) | forgot |")
     labels = [c.strip() for c in header.strip("|").split("|")]
@@ -158,3 +165,14 @@ def test_the_readme_answer_table_quotes_the_results():
     for line in lines:
         study = re.search(r"docs/results/(\w+)/report\.md", line)[1]
         assert check_quotes(line, study, f"README ({study})") >= 2, line
+
+
+def test_the_readme_answer_quotes_the_results():
+    """Each finding of "Does the world model reduce unlearning?" quotes its linked study."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Does the world model reduce unlearning?")[1].split("\n## ")[0]
+    findings = [part for part in section.split("\n- ") if "docs/results/" in part]
+    assert len(findings) >= 4
+    for finding in findings:
+        study = re.search(r"docs/results/(\w+)/report\.md", finding)[1]
+        assert check_quotes(finding, study, f"README answer ({study})") >= 1, finding
