@@ -354,7 +354,7 @@ def buffer_scaling(capacities: list[int], iterations: int) -> list[Figure]:
 
 def study_cell(quick: bool, compiled: bool) -> list[Figure]:
     """The PointMaze study cell end to end (wsrl_wm/benchmark/cell.py, which builds on this
-    module's helpers)."""
+    module's functions)."""
     from wsrl_wm.benchmark.cell import study_cell as section
 
     return section(quick, compiled)
