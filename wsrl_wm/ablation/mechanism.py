@@ -16,6 +16,14 @@ MECHANISM_PLOTS = (("policy_drift", "policy drift on the probe, mean |π_t(s) �
 # The first evaluation after the switch, inside the dip, the end of the dip window; and the end.
 MECHANISM_STEPS = (100, 500, 2000)
 
+MECHANISM_CAPTION = (
+    "Each mechanism curve (logged at every evaluation; plots below) at online steps "
+    f"{', '.join(map(str, MECHANISM_STEPS))} and at the end: mean ± 95 % CI over seeds "
+    "(Student t). policy_drift: mean |π_t(s) − π_0(s)| on the offline probe; q_real / "
+    "q_imagined: mean Q(s, a) on the real / imagined rows of a training batch; model_error: the "
+    "world model's one-step MSE on the states the policy visits now; temperature: SAC's α; "
+    "actor_grad_norm: the actor's gradient norm.")
+
 
 def value_at(curve: dict, step: float) -> float | None:
     """The curve's value at `step`, interpolated between evaluations; None outside it."""

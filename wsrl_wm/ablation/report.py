@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from wsrl_wm.ablation.cell import summarize_curves
-from wsrl_wm.ablation.mechanism import MECHANISM_PLOTS, MECHANISM_STEPS, mechanism_table
+from wsrl_wm.ablation.mechanism import MECHANISM_CAPTION, MECHANISM_PLOTS, mechanism_table
 from wsrl_wm.ablation.paired import (
     PAIRED_STATS,
     RESAMPLES,
@@ -244,15 +244,6 @@ def provenance_section(records: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes)
 
 
-MECHANISM_CAPTION = (
-    "Each mechanism curve (logged at every evaluation; plots below) at online steps "
-    f"{', '.join(map(str, MECHANISM_STEPS))} and at the end: mean ± 95 % CI over seeds "
-    "(Student t). policy_drift: mean |π_t(s) − π_0(s)| on the offline probe; q_real / "
-    "q_imagined: mean Q(s, a) on the real / imagined rows of a training batch; model_error: the "
-    "world model's one-step MSE on the states the policy visits now; temperature: SAC's α; "
-    "actor_grad_norm: the actor's gradient norm.")
-
-
 def render_report(groups: list[Group], windows: list[float], images: list[Path],
                   title: str = "Rollout-ratio ablation", dataset_score: float | None = None,
                   setup: str = "", provenance: str = "", reading: bool = False,
@@ -340,8 +331,8 @@ def plot_curves(runs: list[tuple[Cell, dict]], key: str, ylabel: str, path: Path
 
 
 def plot_dose_response(groups: list[Group], path: Path) -> bool:
-    """Δ dip, Δ final and Δ AUC (paired by seed, to r = 0) against r for the main variant, with
-    their bootstrap 95 % CIs, one panel each. False when it has fewer than three ratios."""
+    """Each PAIRED_STATS difference (paired by seed, to r = 0) against r for the main variant,
+    with its bootstrap 95 % CI, one panel each. False when it has fewer than three ratios."""
     from matplotlib.figure import Figure
 
     reference = reference_group(groups)

@@ -78,7 +78,7 @@ def improvement_interval(x, y, higher_is_better: bool = True, seed: int = 0) -> 
 
 
 def rliable_table(groups, reference) -> str:
-    """Markdown: per group the IQM [CI] of dip, final and AUC, and P(group better than the
+    """Markdown: per group the IQM [CI] of dip, dip AUC, final and AUC, and P(group better than the
     reference) [CI] for each (the reference's own row has no probability)."""
     metrics = ("dip", "dip_auc", "final", "auc")
     header = ["variant", "r", "n", *(f"IQM {m}" for m in metrics),
