@@ -141,13 +141,13 @@ def test_report_numbers_recompute_from_results_csv(smoke_study):
     for variant in ("wsrl", "no_warmup", "retain"):
         mine = [r for r in rows if r["variant"] == variant]
         line = next(x for x in report.splitlines() if x.startswith(f"| {variant} | 0 | 2 |"))
-        for column, key in ((3, "s0"), (4, "dip"), (6, "final"), (7, "auc")):
+        for column, key in ((3, "s0"), (4, "dip"), (5, "dip_auc"), (7, "final"), (8, "auc")):
             assert line.split(" | ")[column] == str(mean_ci([float(r[key]) for r in mine]))
     wsrl = {r["seed"]: float(r["final"]) for r in rows if r["variant"] == "wsrl"}
     retain = [float(r["final"]) - wsrl[r["seed"]] for r in rows if r["variant"] == "retain"]
     section = report.split("## Paired difference")[1].splitlines()
     paired = next(x for x in section if x.startswith("| retain | 0 | 2 |"))
-    assert paired.split(" | ")[4] == str(bootstrap_mean(retain))
+    assert paired.split(" | ")[5] == str(bootstrap_mean(retain))  # Δ final
 
 
 @pytest.mark.slow  # a real study of smoke fits (~70 s); CI runs it with -m slow
