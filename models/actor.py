@@ -49,7 +49,9 @@ class TanhGaussianActor(nn.Module):
         return self.heads(self.net(obs))
 
     def heads(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, clamped log-std) from the output of `net`."""
+        """(mean, clamped log-std) from the output of `net`, in the parameters' dtype even
+        where autocast ran `net` in bfloat16: the log-density needs the full mantissa."""
+        out = out.to(self.net[-1].weight.dtype)
         if self.state_dependent_std:
             mean, log_std = out.chunk(2, dim=-1)
         else:

@@ -74,9 +74,11 @@ class EnsembleMLP(nn.Module):
         self.num_members = num_members
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """In the parameters' dtype even where autocast ran the layers in bfloat16: losses
+        and log-densities downstream need the full mantissa."""
         for layer in self.net:
             x = layer(x, members) if isinstance(layer, _MEMBER_LAYERS) else layer(x)
-        return x
+        return x.to(self.net[-1].weight.dtype)
 
 
 def _select(members: torch.Tensor | None, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -92,7 +92,7 @@ TINY_WORLD_MODEL = dict(num_members=3, num_elites=2, hidden=(32, 32), batch_size
                         max_epochs=3)
 
 
-def fit_module(module, root: Path, callbacks=()):
+def fit_module(module, root: Path, callbacks=(), precision: str = "32-true"):
     """Run a module through a bare Trainer writing `<root>/checkpoints/last.ckpt`."""
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -101,7 +101,7 @@ def fit_module(module, root: Path, callbacks=()):
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)
     trainer = Trainer(max_epochs=1, logger=CSVLogger(root, name="csv"), enable_progress_bar=False,
                       enable_model_summary=False, callbacks=[*callbacks, checkpoint],
-                      default_root_dir=root)
+                      default_root_dir=root, precision=precision)
     trainer.fit(module)
     return trainer
 

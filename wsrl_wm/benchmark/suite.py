@@ -102,6 +102,19 @@ def our_updates(agent: SAC, batch: dict, iterations: int, compiled: bool
     return works
 
 
+def bf16_mixed_update(agent: SAC, batch: dict) -> Callable[[], object]:
+    """One eager update of a copy of `agent` under autocast to bfloat16, what Lightning's
+    `precision: bf16-mixed` runs: matmuls in bfloat16, parameters, optimiser and losses in
+    float32."""
+    mixed, device = copy.deepcopy(agent), batch["observations"].device.type
+    optimizers = mixed.make_optimizers()
+
+    def update():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return mixed.update(batch, optimizers)
+    return update
+
+
 def sac_update(iterations: int, compiled: bool, batch_size: int = 1024,
                config: SACConfig | None = None, device: str = "cpu") -> list[Figure]:
     """WSRL's fine-tune update: 10 LayerNorm critics 2×256, UTD 4, batch 1024."""
@@ -166,6 +179,9 @@ PEER_SHAPES = {"d3rlpy's shapes": CQLConfig(num_critics=2, layer_norm=False, cal
                                           compile="off")}
 
 
+BF16 = "wsrl-wm eager bf16-mixed"
+
+
 def peer_update(iterations: int, compiled: bool, device: str = "cpu") -> list[Figure]:
     """Our Cal-QL update against d3rlpy's CalQL on the same batch, timed in interleaved blocks,
     at each of PEER_SHAPES; a note instead when d3rlpy is not installed."""
@@ -180,11 +196,15 @@ def peer_update(iterations: int, compiled: bool, device: str = "cpu") -> list[Fi
         agent, batch = CQL(OBS_DIM, ACT_DIM, config).to(device), random_batch(256, device)
         ours = our_updates(agent, batch, iterations, compiled)
         peer = d3rlpy_calql_update(config, OBS_DIM, ACT_DIM, batch, device)
-        rates = interleaved_per_second({"d3rlpy CalQL": peer, **ours}, iterations)
+        mixed = bf16_mixed_update(agent, batch)
+        rates = interleaved_per_second({"d3rlpy CalQL": peer, **ours, BF16: mixed},
+                                       iterations)
         section = f"{title}, {shape} ({device})"
-        best = max(rates[name] for name in ours)
+        best = max(rates[name] for name in ours)  # float32: the peer's precision
         figures += [*(Figure(section, name, rate, "updates/s") for name, rate in rates.items()),
-                    Figure(section, "best / d3rlpy", best / rates["d3rlpy CalQL"], "x", "≥ 2")]
+                    Figure(section, "best / d3rlpy", best / rates["d3rlpy CalQL"], "x", "≥ 2"),
+                    Figure(section, "bf16-mixed / d3rlpy", rates[BF16] / rates["d3rlpy CalQL"],
+                           "x")]
     return figures
 
 
