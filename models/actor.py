@@ -14,7 +14,7 @@ def mlp(in_features: int, hidden: tuple[int, ...], out_features: int, layer_norm
     layers: list[nn.Module] = []
     for size in hidden:
         layers += [nn.Linear(in_features, size), *([nn.LayerNorm(size)] if layer_norm else []),
-                   nn.ReLU()]
+                   nn.ReLU(inplace=True)]  # as the critics' (models/ensemble.py)
         in_features = size
     return nn.Sequential(*layers, nn.Linear(in_features, out_features))
 

@@ -131,6 +131,41 @@ def fused_and_plain() -> tuple[SAC, SAC]:
     return fused, plain
 
 
+def test_cql_candidates_in_blocks_match_one_pass(monkeypatch):
+    """The critics see CQL's candidate rows in blocks (cache-sized); the gap and its gradient
+    are those of one pass over all rows, blocks cutting through a state's candidates included."""
+    from wsrl_wm.agents import cql
+    torch.manual_seed(0)
+    agent = CQL(3, 2, CQLConfig(**SHAPES, calql=True, cql_n_actions=5))
+    batch = make_batch(40)  # 3 · 5 · 40 = 600 candidate rows: blocks of 128 cut states apart
+
+    def gap_and_grad(block_rows: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        monkeypatch.setattr(cql, "CANDIDATE_BLOCK_ROWS", block_rows)
+        torch.manual_seed(1)  # the same uniform and policy candidates in both passes
+        q_data = agent.critic(batch["observations"], batch["actions"])
+        gap = agent.cql_gap(batch, q_data)
+        return gap.detach(), torch.autograd.grad(gap.sum(), list(agent.critic.parameters()))
+
+    whole, blocks = gap_and_grad(10_000), gap_and_grad(128)
+    torch.testing.assert_close(blocks[0], whole[0])
+    for blocked, plain in zip(blocks[1], whole[1], strict=True):
+        torch.testing.assert_close(blocked, plain)
+
+
+def test_eager_and_compiled_critic_heads_agree():
+    """A one-output layer runs as a batched matmul eager and as a product and a sum compiled:
+    the same values either way, and those of each member's own nn.Linear."""
+    from models.ensemble import EnsembleLinear
+    torch.manual_seed(0)
+    head, x = EnsembleLinear(3, 8, 1), torch.randn(3, 5, 8)
+    eager = head(x)
+    linears = [torch.nn.functional.linear(x[m], head.weight[m].T, head.bias[m, 0])
+               for m in range(3)]
+    torch.testing.assert_close(eager, torch.stack(linears))
+    if compilation.compile_available():
+        torch.testing.assert_close(torch.compile(head)(x), eager)
+
+
 def test_fused_update_keeps_adams_state_layout():
     """The fused update writes Adam's own state, so its checkpoints load into the autograd path
     (and back): same keys, same values as torch.optim.Adam after the same steps, for the critic,

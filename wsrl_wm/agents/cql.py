@@ -16,6 +16,12 @@ from wsrl_wm.agents.batches import Batch, repeat_rows
 from wsrl_wm.agents.sac import SAC, SACConfig, adam
 from wsrl_wm.agents.update import Optimizers
 
+# The critics see the 3n·B candidate rows in blocks of this many: a block's activations
+# (2.6 MB per member at width 256) stay near the core's cache from one layer to the next, where
+# one [K, 3n·B, 256] tensor makes every element-wise pass a trip to memory (1.1–1.2x the eager
+# Cal-QL update at d3rlpy's and WSRL's shapes, docs/performance.md).
+CANDIDATE_BLOCK_ROWS = 2560
+
 
 @dataclass
 class CQLConfig(SACConfig):
@@ -81,7 +87,8 @@ class CQL(SAC):
 
         Each state's 3n candidate actions (n uniform, n from π at s, n from π at s') are laid
         out as [B, 3n], so the critics see them in one pass and the logsumexp, the
-        importance weights and Cal-QL's bound are element-wise over one [K, B, 3n] tensor.
+        importance weights and Cal-QL's bound are element-wise over one [K, B, 3n] tensor (the
+        critics compute it in row blocks, `CANDIDATE_BLOCK_ROWS`).
         The policy samples for s and s' come from one actor pass, without gradients: the
         actor has its own loss."""
         c, obs = self.config, batch["observations"]
@@ -93,7 +100,9 @@ class CQL(SAC):
         policy_action = policy_action.view(2, batch_size, n, act_dim).transpose(0, 1)
         actions = torch.cat([random_action, policy_action.reshape(batch_size, 2 * n, act_dim)],
                             dim=1)
-        q = self.critic(repeat_rows(obs, 3 * n), actions.view(-1, act_dim), members)
+        rows = zip(repeat_rows(obs, 3 * n).split(CANDIDATE_BLOCK_ROWS),
+                   actions.view(-1, act_dim).split(CANDIDATE_BLOCK_ROWS), strict=True)
+        q = torch.cat([self.critic(o, a, members) for o, a in rows], dim=1)
         q = q.view(-1, batch_size, 3 * n)
         if c.calql:  # the policy actions' Q is at least the data's MC return; random ones free
             bound = batch["mc_returns"].view(batch_size, 1).expand(batch_size, 2 * n)
