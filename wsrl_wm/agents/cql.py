@@ -18,8 +18,8 @@ from wsrl_wm.agents.update import Optimizers
 
 # The critics see the 3n·B candidate rows in blocks of this many: a block's activations
 # (2.6 MB per member at width 256) stay near the core's cache from one layer to the next, where
-# one [K, 3n·B, 256] tensor makes every element-wise pass a trip to memory (1.1–1.2x the eager
-# Cal-QL update at d3rlpy's and WSRL's shapes, docs/performance.md).
+# one [K, 3n·B, 256] tensor makes every element-wise pass a trip to memory (1.05–1.1x the
+# eager Cal-QL update at d3rlpy's and WSRL's shapes, in-process A/B: docs/performance.md).
 CANDIDATE_BLOCK_ROWS = 2560
 
 
